@@ -1,0 +1,5 @@
+import sys
+
+from ecot.cli import main
+
+sys.exit(main())
