@@ -191,6 +191,26 @@ def reasoning_dropout(
     return [(tag, value) for (tag, value), kept in zip(pairs, keep) if kept and tag not in exclude]
 
 
+def split_pairs(text: str) -> list[tuple[str, str]]:
+    """Recover the (tag, value) pairs of a text built by :func:`pairs_text`, values verbatim.
+
+    Unlike :meth:`Reasoning.parse` this keeps each value exactly as written (one separator space
+    removed on each side), so re-joining with :func:`pairs_text` gives the same text back. Text
+    before the first tag is dropped.
+    """
+    matches = list(_TAG_RE.finditer(text))
+    pairs = []
+    for i, match in enumerate(matches):
+        last = i + 1 == len(matches)
+        end = len(text) if last else matches[i + 1].start()
+        value = text[match.end() : end]
+        value = value[1:] if value.startswith(" ") else value
+        if not last and value.endswith(" "):
+            value = value[:-1]
+        pairs.append((match.group(0), value))
+    return pairs
+
+
 def prefix_before(text: str, tag: str) -> str | None:
     """``text`` cut just before the first occurrence of ``tag`` (None if the tag is absent).
 
