@@ -121,7 +121,8 @@ class _JsonStream:
             if sep == "}":
                 self.pos += 1
                 return
-            raise self.error(f"expected ',' or '}}' after member {key!r}, found {sep!r}" if sep else "file ends")
+            found = f"found {sep!r}" if sep else "the file ends (truncated?)"
+            raise self.error(f"expected ',' or '}}' after member {key!r}, {found}")
 
 
 def iter_feature_episodes(path: str | os.PathLike) -> Iterator[tuple[str, str, dict]]:
