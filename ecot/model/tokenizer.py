@@ -1,0 +1,112 @@
+"""A tiny Llama-like tokenizer for CPU models, trained with the ``tokenizers`` library.
+
+It behaves like the Llama SentencePiece tokenizer of the released checkpoints where it matters:
+
+* ids 0, 1, 2 are ``<unk>``, ``<s>`` (BOS, added automatically), ``</s>`` (EOS, recognized in text);
+* SentencePiece-style ``▁`` word boundaries with byte fallback (any text encodes, no ``<unk>``);
+* ``<PAD>`` is added after the base vocabulary (id == ``vocab_size``, like Llama's 32000);
+* the last ``n_action_bins`` ids of the base vocabulary are the action tokens (FORMATS.md §5).
+
+Unlike Llama (whose action ids are ordinary rare characters that do not always re-encode to
+themselves), each action id here is one private-use character registered as an added token:
+ordinary text never produces one, and ``decode(action_ids)`` re-encodes to the same ids, also
+inside ``"... ACTION: " + decode(ids) + "</s>"``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+# Action id (vocab_size - n_bins + k) is the character ACTION_CHAR_BASE + k (Supplementary
+# Private Use Area-A, which ordinary text does not use).
+ACTION_CHAR_BASE = 0xF0000
+SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
+PAD_TOKEN = "<PAD>"
+
+
+def action_char(k: int) -> str:
+    return chr(ACTION_CHAR_BASE + k)
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, n_action_bins: int = 256):
+    """Train a BPE tokenizer on ``texts``; returns a ``transformers.PreTrainedTokenizerFast``.
+
+    The base vocabulary has exactly ``vocab_size`` ids: 3 specials, 256 byte-fallback tokens,
+    the learned characters and merges, unused filler if the corpus is small, and the
+    ``n_action_bins`` action tokens at the end.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    n_bytes = 256
+    learnable = vocab_size - n_action_bins
+    if learnable < len(SPECIAL_TOKENS) + n_bytes + 16:
+        raise ValueError(
+            f"vocab_size {vocab_size} leaves too little room: it must hold 3 specials, 256 byte tokens, "
+            f"at least 16 learned tokens and the {n_action_bins} action tokens"
+        )
+    byte_tokens = [f"<0x{b:02X}>" for b in range(n_bytes)]
+    pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+
+    # 1) learn merges on the corpus (action characters are never part of it)
+    trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    trainer_tok.pre_tokenizer = pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=learnable,
+        special_tokens=list(SPECIAL_TOKENS) + byte_tokens,
+        show_progress=False,
+        limit_alphabet=learnable - len(SPECIAL_TOKENS) - n_bytes,
+    )
+    corpus = [t for t in texts if t]
+    if not corpus:
+        raise ValueError("train_tiny_tokenizer needs at least one non-empty text")
+    trainer_tok.train_from_iterator(corpus, trainer=trainer)
+    trained = trainer_tok.model
+    vocab = dict(sorted(trainer_tok.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1]))
+    merges = _merges_of(trainer_tok)
+
+    # 2) the final vocabulary: learned ids, unused filler, then the action tokens at the end
+    ids = sorted(vocab.values())
+    if ids != list(range(len(ids))):
+        raise RuntimeError("trained vocabulary ids are not contiguous")
+    for k in range(len(vocab), learnable):
+        vocab[f"<unused_{k}>"] = k  # no merge produces these: never emitted
+    for k in range(n_action_bins):
+        vocab[action_char(k)] = learnable + k
+    del trained
+
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    # Action characters as (non-special) added tokens: matched whole in any text, ids unchanged.
+    tokenizer.add_tokens([AddedToken(action_char(k), normalized=False, special=False) for k in range(n_action_bins)])
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
+    tokenizer.add_special_tokens([AddedToken(PAD_TOKEN, normalized=False, special=True)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
+    if tokenizer.token_to_id(PAD_TOKEN) != vocab_size or tokenizer.get_vocab_size(with_added_tokens=False) != vocab_size:
+        raise RuntimeError("tiny tokenizer layout is wrong: <PAD> must follow the base vocabulary")
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token=PAD_TOKEN,
+        padding_side="right",
+        model_max_length=2048,
+        add_bos_token=True,
+        add_eos_token=False,
+    )
+    return fast
+
+
+def _merges_of(tokenizer) -> list[tuple[str, str]]:
+    import json
+
+    model = json.loads(tokenizer.to_str())["model"]
+    merges = model.get("merges", [])
+    return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]

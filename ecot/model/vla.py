@@ -1,0 +1,321 @@
+"""The VLA: vision towers + projector + transformers' Llama, one class for every size.
+
+The sequence the language model sees is ``[BOS] + projected patches + prompt tokens after BOS``
+(FORMATS.md §7). :meth:`VLA.predict_action` runs the ECoT loop of the original release —
+prompt ending in ``TASK:``, greedy generation of the reasoning and the action tokens — but
+takes the action ids that follow ``ACTION:`` (checked) instead of "the last 7 generated ids".
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecot.model.config import VLAConfig
+from ecot.model.vision import Projector, VisionBackbone
+
+IGNORE_INDEX = -100
+ACTION_TAG = "ACTION:"
+
+
+class ActionDecodeError(ValueError):
+    """The generated text does not end in ``ACTION:`` + exactly ``action_dim`` action tokens."""
+
+    def __init__(self, text: str, reason: str, generated_ids: list[int] | None = None, action_ids: list[int] | None = None):
+        self.text = text
+        self.reason = reason
+        self.generated_ids = list(generated_ids or [])
+        self.action_ids = list(action_ids or [])
+        shown = text if len(text) <= 400 else "..." + text[-400:]
+        super().__init__(f"cannot decode an action: {reason}; generated text: {shown!r}")
+
+
+@dataclass
+class ActionPrediction:
+    """What :meth:`VLA.predict_action` returns."""
+
+    action: np.ndarray  # [action_dim], unnormalized with the checkpoint's norm_stats
+    reasoning: Any  # ecot.reasoning.Reasoning, parsed from `text`
+    text: str  # the generated text, starting with "TASK:" (special tokens removed)
+    action_ids: list[int]
+    normalized_action: np.ndarray  # in [-1, 1] (bin centers), before unnormalization
+    generated_ids: list[int] = field(default_factory=list)
+    unnorm_key: str | None = None
+
+
+class VLA(nn.Module):
+    """OpenVLA/ECoT vision-language-action model (parameter names as in the released checkpoints)."""
+
+    def __init__(self, config: VLAConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+        super().__init__()
+        from transformers import LlamaForCausalLM
+
+        self.config = config
+        self.processor = None  # set by from_pretrained when tokenizer files are present
+        llama_config = config.llama_config()
+        with torch.device(device) if device is not None else _nullcontext():
+            self.vision_backbone = VisionBackbone(config)
+            self.projector = Projector(config.projector_type, config.vision_dim, llama_config.hidden_size)
+            self.language_model = LlamaForCausalLM(llama_config)
+        if dtype is not None:
+            self.to(dtype)
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def num_patches(self) -> int:
+        return self.vision_backbone.num_patches
+
+    @property
+    def device(self) -> torch.device:
+        return self.language_model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_model.get_input_embeddings().weight.dtype
+
+    # ------------------------------------------------------------------ forward
+
+    def embed_multimodal(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Input embeddings with the projected patches inserted after BOS (and mask/labels to match)."""
+        if input_ids.ndim != 2 or input_ids.shape[1] < 1:
+            raise ValueError(f"input_ids must be [B, L] with L >= 1 (BOS first), got {tuple(input_ids.shape)}")
+        if pixel_values.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"batch sizes differ: pixel_values {pixel_values.shape[0]}, input_ids {input_ids.shape[0]}")
+        vision_dtype = self.projector.fc1.weight.dtype
+        patches = self.projector(self.vision_backbone(pixel_values.to(vision_dtype)))
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        patches = patches.to(embeds.dtype)
+        b, p = patches.shape[:2]
+        embeds = torch.cat([embeds[:, :1], patches, embeds[:, 1:]], dim=1)
+        if attention_mask is not None:
+            ones = attention_mask.new_ones((b, p))
+            attention_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
+        if labels is not None:
+            ignored = labels.new_full((b, p), IGNORE_INDEX)
+            labels = torch.cat([labels[:, :1], ignored, labels[:, 1:]], dim=1)
+        return embeds, attention_mask, labels
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """Returns transformers' ``CausalLMOutputWithPast``; logits are ``[B, L + num_patches, V]`` with images."""
+        if pixel_values is None:
+            return self.language_model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                labels=labels,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+                inputs_embeds=inputs_embeds,
+                **kwargs,
+            )
+        if inputs_embeds is not None:
+            raise ValueError("pass either pixel_values with input_ids, or inputs_embeds, not both")
+        if past_key_values is not None and _cache_length(past_key_values) > 0:
+            raise ValueError("pixel_values go with the first (prefill) step only; continue a cache with input_ids alone")
+        embeds, attention_mask, labels = self.embed_multimodal(input_ids, pixel_values, attention_mask, labels)
+        return self.language_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            labels=labels,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generate with transformers' ``generate`` (KV cache); returns only the new token ids ``[B, N]``."""
+        embeds, attention_mask, _ = self.embed_multimodal(input_ids, pixel_values, attention_mask)
+        if attention_mask is None:
+            attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+    # ------------------------------------------------------------------ inference
+
+    @torch.no_grad()
+    def predict_action(
+        self,
+        image: Any,
+        instruction: str,
+        unnorm_key: str | None = None,
+        max_new_tokens: int = 1024,
+        processor: Any = None,
+        do_sample: bool = False,
+        **generate_kwargs: Any,
+    ) -> ActionPrediction:
+        """Reason about ``image`` and ``instruction``, then act: the seed's call, greedy by default."""
+        from ecot.prompts import REASONING_START, inference_prompt
+        from ecot.reasoning import Reasoning
+
+        processor = processor if processor is not None else self.processor
+        if processor is None:
+            raise ValueError(
+                "predict_action needs a processor (tokenizer + image transform): load the model with "
+                "VLA.from_pretrained(dir) from a directory holding tokenizer files, or pass processor=VLAProcessor(...)"
+            )
+        tokenizer = processor.tokenizer
+        action_tokenizer = processor.action_tokenizer
+        stats = None
+        if len(processor.norm_stats.keys()) or unnorm_key is not None:
+            unnorm_key = processor.norm_stats.resolve_key(unnorm_key)  # KeyError lists the valid keys
+            stats = processor.norm_stats.get(unnorm_key).action
+        action_dim = stats.dim if stats is not None else 7
+
+        prompt = inference_prompt(instruction, processor.prompt_style)
+        input_ids = processor.encode_prompt(prompt).to(self.device)
+        pixel_values = processor.image_transform(image).unsqueeze(0).to(self.device)
+        generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        new_ids = self.generate(
+            input_ids, pixel_values, max_new_tokens=max_new_tokens, do_sample=do_sample, **generate_kwargs
+        )[0].tolist()
+
+        text = _continuation_text(tokenizer, input_ids[0].tolist(), new_ids, REASONING_START)
+        reasoning = Reasoning.parse(text)
+        action_ids = _action_ids_after_tag(tokenizer, action_tokenizer, new_ids, action_dim, text)
+        normalized = action_tokenizer.decode(action_ids)
+        if stats is None:
+            warnings.warn("this model has no norm_stats: returning the normalized action in [-1, 1]", stacklevel=2)
+            action = normalized.copy()
+        else:
+            action = stats.unnormalize(normalized)
+        return ActionPrediction(
+            action=action,
+            reasoning=reasoning,
+            text=text,
+            action_ids=action_ids,
+            normalized_action=normalized,
+            generated_ids=new_ids,
+            unnorm_key=unnorm_key,
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        load_in_4bit: bool = False,
+        load_in_8bit: bool = False,
+        revision: str | None = None,
+        progress: bool = True,
+    ) -> "VLA":
+        """Load a local checkpoint directory or a Hugging Face hub id (downloaded with huggingface_hub)."""
+        from ecot.model.checkpoint import load_vla
+
+        return load_vla(
+            cls,
+            path,
+            dtype=dtype,
+            device=device,
+            load_in_4bit=load_in_4bit,
+            load_in_8bit=load_in_8bit,
+            revision=revision,
+            progress=progress,
+        )
+
+    def save_pretrained(self, path: str | Path, max_shard_size: int | str = "5GB", save_processor: bool = True) -> Path:
+        """Write ``config.json`` + sharded ``*.safetensors`` + index (+ the processor's tokenizer files)."""
+        from ecot.model.checkpoint import save_vla
+
+        out = save_vla(self, path, max_shard_size=max_shard_size)
+        if save_processor and self.processor is not None:
+            self.processor.save_pretrained(out)
+        return out
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _cache_length(past_key_values: Any) -> int:
+    if hasattr(past_key_values, "get_seq_length"):
+        return int(past_key_values.get_seq_length())
+    try:  # legacy tuple of (key, value) per layer
+        return int(past_key_values[0][0].shape[-2])
+    except (TypeError, IndexError, AttributeError):
+        return 0
+
+
+def _continuation_text(tokenizer: Any, prompt_ids: list[int], new_ids: list[int], start: str) -> str:
+    """The generated text, beginning with the prompt's trailing ``TASK:``.
+
+    SentencePiece drops a leading space when a continuation is decoded alone, so decode the
+    prompt and the continuation together and cut at the prompt's last ``TASK:``.
+    """
+    prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+    full = tokenizer.decode(prompt_ids + new_ids, skip_special_tokens=True)
+    cut = prompt_text.rfind(start)
+    if cut >= 0 and full.startswith(prompt_text[: cut + len(start)]):
+        return full[cut:]
+    return start + tokenizer.decode(new_ids, skip_special_tokens=True)
+
+
+def _action_ids_after_tag(tokenizer: Any, action_tokenizer: Any, ids: list[int], action_dim: int, text: str) -> list[int]:
+    """The ids after ``ACTION:`` up to EOS, checked to be exactly ``action_dim`` action tokens."""
+
+    def has_tag(k: int) -> bool:
+        return ACTION_TAG in tokenizer.decode(ids[:k], skip_special_tokens=False)
+
+    if not ids or not has_tag(len(ids)):
+        raise ActionDecodeError(text, f"no {ACTION_TAG!r} tag in the generated text", ids)
+    lo, hi = 1, len(ids)  # smallest prefix length whose decoding holds the tag
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if has_tag(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    rest = ids[lo:]
+    eos = tokenizer.eos_token_id
+    if eos is not None and eos in rest:
+        rest = rest[: rest.index(eos)]
+    # SentencePiece writes the space after "ACTION:" as a lone "▁" token before the action ids.
+    while rest and not action_tokenizer.is_action_id(rest[0]) and tokenizer.decode([rest[0]]).strip() == "":
+        rest = rest[1:]
+    bad = [i for i in rest if not action_tokenizer.is_action_id(i)]
+    if bad or len(rest) != action_dim:
+        reason = (
+            f"expected exactly {action_dim} action token ids in [{action_tokenizer.first_id}, "
+            f"{action_tokenizer.last_id}] after {ACTION_TAG!r}, got {len(rest)} ids {rest}"
+            + (f" of which {bad} are not action tokens" if bad else "")
+        )
+        raise ActionDecodeError(text, reason, ids, rest)
+    return rest
