@@ -1,0 +1,116 @@
+"""Robust fit of a camera projection from end-effector xyz to image pixels (RANSAC + DLT).
+
+The paper's trick for gripper points: a detector finds the gripper in some frames (noisily,
+with outright wrong detections); since the camera is fixed during an episode, one 3×4
+projection matrix maps the proprio xyz of every step to its pixel. Fitting it robustly removes
+wrong detections and fills frames without any.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_POINTS = 6  # a 3x4 projection has 11 degrees of freedom; each point gives 2 equations
+
+
+@dataclass
+class ProjectionFit:
+    matrix: np.ndarray  # [3, 4]
+    inliers: np.ndarray  # [N] bool over the points used for fitting
+    rmse: float  # reprojection error on the inliers, pixels
+
+    def project(self, xyz: np.ndarray) -> np.ndarray:
+        return project(self.matrix, xyz)
+
+
+def project(matrix: np.ndarray, xyz: np.ndarray) -> np.ndarray:
+    """Pixels [N, 2] of world points [N, 3] under a 3×4 projection matrix."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    h = np.concatenate([xyz, np.ones((len(xyz), 1))], axis=1) @ np.asarray(matrix, dtype=np.float64).T
+    w = h[:, 2:3]
+    w = np.where(np.abs(w) < 1e-12, 1e-12, w)
+    return h[:, :2] / w
+
+
+def _normalizer(points: np.ndarray) -> np.ndarray:
+    """Similarity transform moving points to zero mean and mean distance sqrt(dim) (Hartley)."""
+    dim = points.shape[1]
+    mean = points.mean(axis=0)
+    scale = np.sqrt(dim) / max(np.mean(np.linalg.norm(points - mean, axis=1)), 1e-12)
+    t = np.eye(dim + 1)
+    t[:dim, :dim] *= scale
+    t[:dim, dim] = -scale * mean
+    return t
+
+
+def dlt(xyz: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Least-squares 3×4 projection from ≥ 6 correspondences (normalized direct linear transform)."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    uv = np.asarray(uv, dtype=np.float64)
+    t3, t2 = _normalizer(xyz), _normalizer(uv)
+    xh = np.concatenate([xyz, np.ones((len(xyz), 1))], axis=1) @ t3.T
+    uh = np.concatenate([uv, np.ones((len(uv), 1))], axis=1) @ t2.T
+    n = len(xyz)
+    a = np.zeros((2 * n, 12))
+    a[0::2, 0:4] = xh
+    a[0::2, 8:12] = -uh[:, 0:1] * xh
+    a[1::2, 4:8] = xh
+    a[1::2, 8:12] = -uh[:, 1:2] * xh
+    _, _, vt = np.linalg.svd(a)
+    p = vt[-1].reshape(3, 4)
+    p = np.linalg.inv(t2) @ p @ t3
+    return p / np.linalg.norm(p)
+
+
+def fit_projection(
+    xyz: np.ndarray,
+    uv: np.ndarray,
+    threshold_px: float = 4.0,
+    iterations: int = 300,
+    seed: int = 0,
+) -> ProjectionFit:
+    """RANSAC over minimal 6-point samples, then a least-squares refit on the inliers.
+
+    ``uv`` may hold NaN rows (frames without a detection): they are ignored. Raises ValueError
+    when fewer than 6 usable points remain. Deterministic for a given ``seed``.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64)
+    uv = np.asarray(uv, dtype=np.float64)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or uv.shape != (len(xyz), 2):
+        raise ValueError(f"need xyz [N, 3] and uv [N, 2] of the same N; got {xyz.shape} and {uv.shape}")
+    usable = np.isfinite(uv).all(axis=1) & np.isfinite(xyz).all(axis=1)
+    idx = np.flatnonzero(usable)
+    if len(idx) < MIN_POINTS:
+        raise ValueError(f"projection fit needs at least {MIN_POINTS} detected points, got {len(idx)}")
+    x, u = xyz[idx], uv[idx]
+    rng = np.random.default_rng(seed)
+    best = np.zeros(len(idx), dtype=bool)
+    best_err = np.inf
+    for _ in range(iterations):
+        sample = rng.choice(len(idx), size=MIN_POINTS, replace=False)
+        try:
+            p = dlt(x[sample], u[sample])
+        except np.linalg.LinAlgError:
+            continue
+        err = np.linalg.norm(project(p, x) - u, axis=1)
+        inl = err < threshold_px
+        score = inl.sum()
+        if score > best.sum() or (score == best.sum() and score and err[inl].mean() < best_err):
+            best, best_err = inl, float(err[inl].mean()) if score else np.inf
+        if score == len(idx):
+            break
+    if best.sum() < MIN_POINTS:
+        best = np.ones(len(idx), dtype=bool)  # no consensus: fall back to all points
+    p = dlt(x[best], u[best])
+    # Refine once more with the inliers of the refit.
+    err = np.linalg.norm(project(p, x) - u, axis=1)
+    refined = err < threshold_px
+    if refined.sum() >= MIN_POINTS:
+        best = refined
+        p = dlt(x[best], u[best])
+        err = np.linalg.norm(project(p, x) - u, axis=1)
+    inliers = np.zeros(len(xyz), dtype=bool)
+    inliers[idx[best]] = True
+    return ProjectionFit(matrix=p, inliers=inliers, rmse=float(np.sqrt(np.mean(err[best] ** 2))))

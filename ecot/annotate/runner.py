@@ -1,0 +1,396 @@
+"""The resumable annotation run over a dataset directory.
+
+Layout of the output directory::
+
+    run.json                  the settings (a resumed run must use the same)
+    work/episodes/00000042.json   one finished episode (written to a temp file, then renamed)
+    work/failed/00000042.json     why episode 42 failed (retried on the next run)
+    embodied_features.json    the features file, original layout, assembled when every episode is done
+    steps.parquet             per-step columns (reasoning text, primitive, gripper, boxes) beside the dataset
+    validation.json           coverage and consistency report
+
+Crash safety: an episode is done exactly when its result file exists, and that file appears
+atomically. A kill -9 loses only episodes in flight; the next run redoes them. The final files
+are assembled from the result files in a fixed order (file_path, then dataset index), so a
+resumed run gives byte-identical output to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ecot.annotate.pipeline import AnnotateConfig, Stages, annotate_episode, build_stages
+
+FEATURES_NAME = "embodied_features.json"
+STEPS_NAME = "steps.parquet"
+REPORT_NAME = "validation.json"
+RUN_NAME = "run.json"
+
+
+@dataclass
+class RunConfig:
+    dataset_dir: str
+    out_dir: str
+    shard_index: int = 0
+    num_shards: int = 1
+    workers: int = 1
+    use_ray: bool = False
+    limit: int | None = None  # annotate only the first N episodes
+    progress: bool = True
+    validate: bool = True
+    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+
+    def __post_init__(self) -> None:
+        if not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):
+            raise ValueError(f"shard must be i/n with 0 <= i < n, got {self.shard_index}/{self.num_shards}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+@dataclass
+class RunSummary:
+    total: int  # episodes selected
+    done: int  # with a result (this run or before)
+    annotated_now: int
+    failed: dict[int, str]  # index -> one-line reason
+    features_path: Path | None  # None until every episode is done
+    seconds: float
+    steps_now: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.features_path is not None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+# ---------------------------------------------------------------------- files
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class WorkDir:
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out = Path(out_dir)
+        self.episodes = self.out / "work" / "episodes"
+        self.failed = self.out / "work" / "failed"
+
+    def make(self) -> None:
+        self.episodes.mkdir(parents=True, exist_ok=True)
+        self.failed.mkdir(parents=True, exist_ok=True)
+
+    def result_path(self, index: int) -> Path:
+        return self.episodes / f"{index:08d}.json"
+
+    def failure_path(self, index: int) -> Path:
+        return self.failed / f"{index:08d}.json"
+
+    def done_indices(self) -> set[int]:
+        out = set()
+        if self.episodes.exists():
+            for p in self.episodes.iterdir():
+                if p.suffix == ".json" and not p.name.startswith(".") and p.stem.isdigit():
+                    out.add(int(p.stem))
+        return out
+
+    def failures(self) -> dict[int, str]:
+        out = {}
+        if self.failed.exists():
+            for p in sorted(self.failed.iterdir()):
+                if p.suffix == ".json" and p.stem.isdigit():
+                    try:
+                        out[int(p.stem)] = json.loads(p.read_text())["error"]
+                    except (json.JSONDecodeError, KeyError):
+                        out[int(p.stem)] = "unreadable failure record"
+        return out
+
+    def write_result(self, index: int, file_path: str, episode_id: str, entry: dict) -> None:
+        record = {"index": index, "file_path": file_path, "episode_id": episode_id, "entry": entry}
+        _write_atomic(self.result_path(index), json.dumps(record))
+        self.failure_path(index).unlink(missing_ok=True)
+
+    def write_failure(self, index: int, error: str, trace: str) -> None:
+        _write_atomic(self.failure_path(index), json.dumps({"index": index, "error": error, "traceback": trace}))
+
+    def clean_temps(self) -> None:
+        for folder in (self.episodes, self.failed):
+            if folder.exists():
+                for p in folder.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
+
+
+def check_run_settings(out: Path, settings: dict) -> None:
+    """Record the settings on the first run; refuse to resume with different ones."""
+    path = out / RUN_NAME
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
+            raise ValueError(
+                f"{out} holds a run made with other settings {diff} (old, new); "
+                "resume with the same settings or choose a new --out directory"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
+
+
+# ---------------------------------------------------------------------- per-episode work
+
+_WORKER: dict[str, Any] = {}
+
+
+def open_dataset_dir(path: str):
+    from ecot.data import open_dataset  # provided by the datasets stage
+
+    return open_dataset(path)
+
+
+def _annotate_one(dataset, stages: Stages, work: WorkDir, index: int) -> tuple[int, str | None, int]:
+    """Annotate episode ``index`` and store its result; returns (index, error or None, steps)."""
+    try:
+        episode = dataset[index]
+        entry = annotate_episode(episode, stages)
+        work.write_result(index, episode.file_path, episode.episode_id, entry)
+        return index, None, len(episode)
+    except Exception as err:  # one bad episode must not stop the run
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        work.write_failure(index, message, traceback.format_exc())
+        return index, message, 0
+
+
+def _worker_init(factory: Callable[[], Any], annotate: AnnotateConfig, out_dir: str, cache_dir: str) -> None:
+    _WORKER["dataset"] = factory()
+    _WORKER["stages"] = build_stages(annotate, cache_dir)
+    _WORKER["work"] = WorkDir(out_dir)
+
+
+def _worker_run(index: int) -> tuple[int, str | None, int]:
+    return _annotate_one(_WORKER["dataset"], _WORKER["stages"], _WORKER["work"], index)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="annotate", unit="ep", disable=not enabled,
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _run_inline(dataset, config: RunConfig, work: WorkDir, pending: list[int], bar, cache_dir: str):
+    stages = build_stages(config.annotate, cache_dir)
+    for index in pending:
+        yield _annotate_one(dataset, stages, work, index)
+
+
+def _run_pool(factory, config: RunConfig, work: WorkDir, pending: list[int], cache_dir: str):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(factory, config.annotate, str(work.out), cache_dir)) as pool:
+        # Keep a bounded number in flight so that results land in index order roughly.
+        it = iter(pending)
+        in_flight = set()
+        for index in it:
+            in_flight.add(pool.submit(_worker_run, index))
+            if len(in_flight) >= 2 * config.workers:
+                break
+        while in_flight:
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                try:
+                    yield fut.result()
+                except Exception as err:  # the worker process itself died
+                    yield -1, f"worker died: {type(err).__name__}: {err}", 0
+                nxt = next(it, None)
+                if nxt is not None:
+                    in_flight.add(pool.submit(_worker_run, nxt))
+
+
+def _run_ray(config: RunConfig, work: WorkDir, pending: list[int], cache_dir: str):
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("--ray needs the 'ray' package: pip install 'ecot[ray]'") from err
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
+
+    @ray.remote
+    def task(dataset_dir: str, annotate: dict, out_dir: str, cache: str, index: int):
+        key = (dataset_dir, json.dumps(annotate, sort_keys=True, default=str))
+        if _WORKER.get("key") != key:  # one dataset + stages per Ray worker process
+            _WORKER.update(key=key, dataset=open_dataset_dir(dataset_dir),
+                           stages=build_stages(AnnotateConfig(**annotate), cache), work=WorkDir(out_dir))
+        return _annotate_one(_WORKER["dataset"], _WORKER["stages"], _WORKER["work"], index)
+
+    refs = [task.remote(config.dataset_dir, config.annotate.to_dict(), str(work.out), cache_dir, i) for i in pending]
+    while refs:
+        ready, refs = ray.wait(refs, num_returns=1)
+        yield ray.get(ready[0])
+
+
+# ---------------------------------------------------------------------- the run
+
+
+def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None = None) -> RunSummary:
+    """Annotate this shard's pending episodes, then assemble the outputs if every episode is done."""
+    start = time.perf_counter()
+    factory = dataset_factory or (lambda: open_dataset_dir(config.dataset_dir))
+    dataset = factory()
+    n = len(dataset) if config.limit is None else min(len(dataset), config.limit)
+    out = Path(config.out_dir)
+    settings = {"dataset_dir": str(Path(config.dataset_dir).resolve()), "episodes": n,
+                "annotate": config.annotate.to_dict()}
+    check_run_settings(out, settings)
+    work = WorkDir(out)
+    work.make()
+    work.clean_temps()
+    cache_dir = config.annotate.llm_cache or str(out / "llm_cache")
+
+    mine = [i for i in range(n) if i % config.num_shards == config.shard_index]
+    done = work.done_indices()
+    pending = [i for i in mine if i not in done]
+    failed: dict[int, str] = {}
+    annotated = steps = 0
+    bar = _progress(len(mine), len(mine) - len(pending), config.progress)
+    try:
+        if not pending:
+            results = iter(())
+        elif config.use_ray:
+            results = _run_ray(config, work, pending, cache_dir)
+        elif config.workers > 1 and len(pending) > 1:
+            results = _run_pool(factory, config, work, pending, cache_dir)
+        else:
+            results = _run_inline(dataset, config, work, pending, bar, cache_dir)
+        for index, error, n_steps in results:
+            if error is None:
+                annotated += 1
+                steps += n_steps
+            else:
+                failed[index] = error
+                bar.write(f"episode {index} failed: {error}")
+            bar.update(1)
+            bar.set_postfix(failed=len(failed), refresh=False)
+    finally:
+        bar.close()
+
+    all_done = work.done_indices() >= set(range(n))
+    features_path = None
+    if all_done:
+        features_path = assemble(work, n, dataset if config.validate else None, validate=config.validate)
+    return RunSummary(total=len(mine), done=len(set(mine) & work.done_indices()), annotated_now=annotated,
+                      failed=failed, features_path=features_path, seconds=time.perf_counter() - start,
+                      steps_now=steps)
+
+
+def _load_records(work: WorkDir, n: int):
+    """(file_path, index) ordering of the result files, read lazily."""
+    order = []
+    for index in range(n):
+        with open(work.result_path(index), "r", encoding="utf-8") as fh:
+            head = json.load(fh)
+        order.append((head["file_path"], index))
+    order.sort()
+    return order
+
+
+def assemble(work: WorkDir, n: int, dataset=None, validate: bool = True) -> Path:
+    """Write the features file, the per-step columns and the report from the result files.
+
+    Serialized by a lock (shards may finish together); every output is written atomically.
+    """
+    from ecot.data.features import FeaturesWriter
+
+    out = work.out
+    with open(out / ".assemble.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        order = _load_records(work, n)
+        seen: dict[tuple[str, str], int] = {}
+        path = out / FEATURES_NAME
+        with FeaturesWriter(path) as writer:
+            for _, index in order:
+                record = json.loads(work.result_path(index).read_text(encoding="utf-8"))
+                key = (record["file_path"], record["episode_id"])
+                if key in seen:
+                    raise ValueError(
+                        f"episodes {seen[key]} and {index} share file_path {key[0]!r} and episode_id {key[1]!r}; "
+                        "the features file keys episodes by these, so they must be unique"
+                    )
+                seen[key] = index
+                writer.add(record["file_path"], record["episode_id"], record["entry"])
+        write_step_columns(work, order, out / STEPS_NAME)
+        if validate:
+            from ecot.annotate.validate import validation_report
+
+            report = validation_report(path, dataset=dataset, index_order=[i for _, i in order])
+            _write_atomic(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True))
+    return path
+
+
+def write_step_columns(work: WorkDir, order, path: Path) -> None:
+    """Per-step columns keyed by dataset episode index and frame index."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ecot.data.features import step_reasoning_text
+
+    cols: dict[str, list] = {k: [] for k in (
+        "episode_index", "frame_index", "file_path", "episode_id", "reasoning", "move_primitive",
+        "gripper_x", "gripper_y", "bboxes_json", "task", "plan", "subtask", "subtask_reason", "move", "move_reason")}
+    for _, index in sorted(order, key=lambda x: x[1]):
+        record = json.loads(work.result_path(index).read_text(encoding="utf-8"))
+        entry = record["entry"]
+        feats = entry["features"]
+        for step in range(len(feats["move_primitive"])):
+            r = entry["reasoning"].get(str(step), {})
+            gx, gy = feats["gripper_position"][step]
+            cols["episode_index"].append(index)
+            cols["frame_index"].append(step)
+            cols["file_path"].append(record["file_path"])
+            cols["episode_id"].append(record["episode_id"])
+            cols["reasoning"].append(step_reasoning_text(entry, str(step)))
+            cols["move_primitive"].append(feats["move_primitive"][step])
+            cols["gripper_x"].append(gx)
+            cols["gripper_y"].append(gy)
+            cols["bboxes_json"].append(json.dumps(feats["bboxes"][step]))
+            for key in ("task", "plan", "subtask", "subtask_reason", "move", "move_reason"):
+                cols[key].append(r.get(key, ""))
+    table = pa.table(cols)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def failure_summary(summary: RunSummary, work: WorkDir | None = None) -> str:
+    failed = dict(summary.failed)
+    if work is not None:
+        failed = {**work.failures(), **failed}
+    if not failed:
+        return ""
+    lines = [f"{len(failed)} episode(s) failed (details in work/failed/*.json; re-run the same command to retry):"]
+    for index, why in sorted(failed.items())[:20]:
+        lines.append(f"  episode {index}: {why}")
+    if len(failed) > 20:
+        lines.append(f"  ... and {len(failed) - 20} more")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Move primitives against a literal, slow, per-step rendering of FORMATS.md §6."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from ecot.annotate.primitives import describe, label_trajectory, move_vectors
+
+NAMES = [
+    {-1: "backward", 0: None, 1: "forward"},
+    {-1: "right", 0: None, 1: "left"},
+    {-1: "down", 0: None, 1: "up"},
+    {-1: "tilt down", 0: None, 1: "tilt up"},
+    {},
+    {-1: "rotate clockwise", 0: None, 1: "rotate counterclockwise"},
+    {-1: "close gripper", 0: None, 1: "open gripper"},
+]
+
+
+def ref_describe(v):
+    xyz = [NAMES[i][v[i]] for i in range(3) if NAMES[i][v[i]] is not None]
+    text = "move " + " ".join(xyz) if xyz else ""
+    if v[3] == 0:
+        v[3] = v[4]  # in place, as documented
+    for i in (3, 5, 6):
+        if v[i] != 0:
+            text = (text + ", " if text else "") + NAMES[i][v[i]]
+    return text or "stop"
+
+
+def ref_classify(window, threshold=0.03):
+    diff = window[-1] - window[0]
+    if np.sum(np.abs(diff[:3])) > 3 * threshold:
+        diff[:3] *= 3 * threshold / np.sum(np.abs(diff[:3]))
+    diff[3:6] /= 10
+    v = 1 * (diff > threshold) - 1 * (diff < -threshold)
+    return ref_describe(v), v
+
+
+def ref_label(states):
+    out = [ref_classify(states[i : i + 4]) for i in range(len(states) - 1)]
+    out.append(out[-1])
+    return out
+
+
+def test_documented_example():
+    states = np.zeros((2, 7), dtype=np.float32)
+    states[1] = [0.05, -0.04, 0, 0, 0, 0, -1]
+    (d0, v0), (d1, v1) = label_trajectory(states)
+    assert d0 == "move forward right, close gripper"
+    assert list(v0) == [1, -1, 0, 0, 0, 0, -1]
+    assert d1 == d0 and list(v1) == list(v0)
+
+
+def test_scaling_keeps_only_dominant_axis():
+    states = np.zeros((2, 7), dtype=np.float32)
+    states[1, :3] = [0.5, 0.02, 0.0]  # after scaling to sum 0.09: x ≈ 0.0865, y ≈ 0.0035
+    assert label_trajectory(states)[0][0] == "move forward"
+
+
+def test_roll_pitch_merge_modifies_vector_and_order():
+    states = np.zeros((2, 7), dtype=np.float32)
+    states[1] = [0, 0, 0.05, 0, -0.5, 0.5, 1]  # pitch -0.05 after /10, yaw +0.05
+    desc, vec = label_trajectory(states)[0]
+    assert desc == "move up, tilt down, rotate counterclockwise, open gripper"
+    assert vec[3] == -1 and vec[4] == -1
+
+
+def test_window_is_four_states():
+    states = np.zeros((6, 7), dtype=np.float32)
+    states[3:, 0] = 0.05  # reached at step 3: visible from windows starting at 0..2 but not later
+    labels = [d for d, _ in label_trajectory(states)]
+    assert labels == ["move forward"] * 3 + ["stop"] * 3
+
+
+def test_short_and_bad_inputs():
+    assert label_trajectory(np.zeros((0, 7))) == []
+    assert [d for d, _ in label_trajectory(np.zeros((1, 7)))] == ["stop"]
+    with pytest.raises(ValueError, match=r"\[T, 7\]"):
+        move_vectors(np.zeros((5, 6)))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(2, 12), st.just(7)),
+        elements=st.one_of(
+            st.floats(-0.25, 0.25, width=32),
+            st.sampled_from([0.0, 0.03, -0.03, 0.09, 0.3, -0.3, 1.0]),
+        ),
+    )
+)
+def test_matches_reference_on_random_trajectories(states):
+    got = label_trajectory(states)
+    want = ref_label(states.copy())
+    assert [d for d, _ in got] == [d for d, _ in want]
+    assert np.array_equal(np.stack([v for _, v in got]), np.stack([v for _, v in want]))
+
+
+def test_matches_reference_float64_random_walks():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        states = np.cumsum(rng.normal(0, 0.02, size=(rng.integers(2, 40), 7)), axis=0)
+        got = label_trajectory(states)
+        want = ref_label(states.copy())
+        assert [d for d, _ in got] == [d for d, _ in want]
+
+
+def test_describe_all_words():
+    assert describe([0, 0, 0, 0, 0, 0, 0]) == "stop"
+    assert describe([-1, 1, -1, 1, 0, -1, 1]) == "move backward left down, tilt up, rotate clockwise, open gripper"
