@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Stage CLI modules, in pipeline order. A module that does not exist yet is skipped.
@@ -54,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (OSError, ValueError, KeyError) as err:
+        # Bad input (missing file, malformed data, unknown key): one clear line, no traceback,
+        # unless ECOT_DEBUG is set.
+        if os.environ.get("ECOT_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"ecot: error: {message}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 
