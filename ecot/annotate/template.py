@@ -130,10 +130,9 @@ def phases(open_track: np.ndarray, n_plan: int, grasp_family: bool, push_from: i
     closes = np.flatnonzero(open_track[:-1] & ~open_track[1:]) + 1
     if len(closes) == 0:
         return phase  # never grasped: still moving to the object
-    c = int(closes[0])
-    phase[max(0, c - EVENT_LEAD) : c + 1] = 1
-    if n_plan > 2:
-        phase[c + 1 :] = 2
+    c = int(closes[0])  # first step seen with the gripper closed
+    phase[max(0, c - EVENT_LEAD) : c] = 1
+    phase[c:] = 2 if n_plan > 2 else 1
     opens = np.flatnonzero(~open_track[c:-1] & open_track[c + 1 :]) + c + 1
     if len(opens) and n_plan > 3:
         r = int(opens[0])
@@ -153,7 +152,7 @@ def relation(point: Sequence[float] | None, box: Sequence[float] | None) -> str:
     dx = x - (x0 + x1) / 2
     dy = y - (y0 + y1) / 2
     if abs(dx) >= abs(dy):
-        return "left of" if dx < 0 else "right of"
+        return "to the left of" if dx < 0 else "to the right of"
     return "above" if dy < 0 else "below"
 
 
@@ -205,7 +204,13 @@ def move_reason(
     elif phase == 1:
         purpose = "grasp it"
     elif phase == 2:
-        purpose = "carry the object there" if rel != "at" else "bring the object into place"
+        words = move.split(", ")[0].split()
+        if words[:2] == ["move", "up"] and len(words) == 2:
+            purpose = "lift the object before carrying it"
+        else:
+            purpose = "carry the object there" if rel != "at" else "bring the object into place"
+    elif gripper_open and "open gripper" not in move:
+        purpose = "move clear of the released object"
     else:
         purpose = "release the object there"
     return clean_text(f"The gripper is {state} and {where}, so it should {goal} to {purpose}.")

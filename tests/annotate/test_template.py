@@ -46,8 +46,9 @@ def test_complete_and_consistent(stages, family):
     assert order == sorted(order) and set(order) == {0, 1, 2, 3}
     # The grasp subtask ends with the close event; carrying happens with the gripper closed.
     close = int(np.flatnonzero(episode.states[:, 6] < 0.5)[0])
-    assert reasoning[str(close)]["subtask"] == steps[1]
-    assert reasoning[str(close + 1)]["subtask"] == steps[2]
+    assert reasoning[str(close - 1)]["subtask"] == steps[1]
+    assert "close gripper" in reasoning[str(close - 1)]["move"]
+    assert reasoning[str(close)]["subtask"] == steps[2]
     for i in range(t):
         if reasoning[str(i)]["subtask"] == steps[2]:
             assert episode.states[i, 6] < 0.5
