@@ -1,0 +1,190 @@
+"""Collect scripted demonstrations into a LeRobot-layout dataset (resumable, parallel).
+
+Episode ``k`` of a collection has family ``families[k % len(families)]`` and a seed derived
+from ``(seed, k, attempt)``, so a collection is reproducible and a resumed run continues where
+the last one stopped. A failed demonstration is retried with the next attempt's seed (up to
+``max_attempts``); the stored episode records whether it succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ecot.sim.tasks import FAMILIES, SPLITS
+
+COLLECT_META = "meta/ecot_collect.json"
+
+
+@dataclass
+class CollectConfig:
+    """What ``ecot sim collect`` collects; the defaults give a small seen-split dataset."""
+
+    task: str = "all"  # a family name or "all" (round robin over every family)
+    split: str = "seen"
+    episodes: int = 100  # total episodes in the dataset
+    seed: int = 0
+    image_size: int = 224
+    workers: int = 1
+    max_attempts: int = 3
+    dataset_name: str = "ecot_sim"
+    max_steps: int = 80
+
+    def __post_init__(self) -> None:
+        if self.task != "all" and self.task not in FAMILIES:
+            raise ValueError(f"unknown task family {self.task!r}; expected 'all' or one of {', '.join(FAMILIES)}")
+        if self.split not in SPLITS:
+            raise ValueError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
+        if self.episodes < 0:
+            raise ValueError(f"episodes must be >= 0, got {self.episodes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return FAMILIES if self.task == "all" else (self.task,)
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that must match when a collection is resumed."""
+        d = asdict(self)
+        for key in ("episodes", "workers"):
+            d.pop(key)
+        return d
+
+
+def episode_seed(base_seed: int, index: int, attempt: int) -> int:
+    return int(np.random.SeedSequence([int(base_seed), int(index), int(attempt)]).generate_state(1)[0])
+
+
+def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None):
+    """Run the scripted expert once; returns the :class:`Episode` (with ground truth)."""
+    from ecot.data.episode import Episode, GroundTruth
+    from ecot.sim.expert import ScriptedExpert
+
+    obs, _ = env.reset(seed=seed, task=family, split=split)
+    expert = ScriptedExpert(env, np.random.default_rng([seed, 7]))
+    limit = max_steps or env.config.max_steps
+    images, states, actions, gts = [], [], [], []
+    while len(actions) < limit - 1:
+        action = expert.act()
+        if expert.done:
+            break
+        images.append(obs["image"])
+        states.append(obs["state"])
+        gts.append(env.ground_truth())
+        actions.append(action)
+        obs, _, _, _, _ = env.step(action)
+    # The final observation closes the episode with a no-motion action.
+    images.append(obs["image"])
+    states.append(obs["state"])
+    gts.append(env.ground_truth())
+    actions.append(np.array([0, 0, 0, 0, 0, 0, 1.0 if env.gripper_open else 0.0], np.float32))
+    success = bool(env.success())
+    task = env.task
+    gt = GroundTruth(
+        object_names=task.object_names,
+        object_boxes=np.stack([g["object_boxes"] for g in gts]),
+        object_visible=np.stack([g["object_visible"] for g in gts]),
+        object_poses=np.stack([g["object_poses"] for g in gts]),
+        gripper_points=np.stack([g["gripper_point"] for g in gts]),
+        gripper_visible=np.array([g["gripper_visible"] for g in gts]),
+        gripper_open=np.array([g["gripper_open"] for g in gts]),
+    )
+    metadata = {
+        "file_path": f"sim/{family}/{split}",
+        "episode_id": "",  # set by the collector (the episode index)
+        "task_family": family,
+        "split": split,
+        "seed": int(seed),
+        "success": success,
+        "task": task.describe(),
+        "instruction": task.instruction,
+    }
+    return Episode(images=np.stack(images), states=np.stack(states), actions=np.stack(actions),
+                   instruction=task.instruction, metadata=metadata, ground_truth=gt)
+
+
+# Worker processes keep one environment each.
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(image_size: int, max_steps: int) -> None:
+    from ecot.sim.env import SimConfig, TabletopEnv
+
+    _WORKER["env"] = TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps))
+
+
+def _collect_one(args: tuple) -> Any:
+    index, family, split, base_seed, attempts = args
+    env = _WORKER["env"]
+    episode = None
+    for attempt in range(attempts):
+        episode = record_episode(env, episode_seed(base_seed, index, attempt), family, split)
+        episode.metadata["attempt"] = attempt
+        if episode.metadata["success"]:
+            break
+    episode.metadata["episode_id"] = str(index)
+    return episode
+
+
+def collect(out: str | Path, config: CollectConfig | None = None, progress: bool = True, **overrides) -> dict[str, Any]:
+    """Collect ``config.episodes`` demonstrations into ``out`` (resuming what is there)."""
+    from tqdm import tqdm
+
+    from ecot.data.lerobot import LeRobotWriter
+
+    if config is None:
+        config = CollectConfig(**overrides)
+    elif overrides:
+        config = CollectConfig(**{**asdict(config), **overrides})
+    out = Path(out)
+    meta_path = out / COLLECT_META
+    if meta_path.exists():
+        previous = json.loads(meta_path.read_text())
+        if previous != config.identity():
+            diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
+            raise ValueError(f"{out} was collected with different settings (existing, requested): {diff}; "
+                             "use another output directory or the same settings to resume")
+    writer = LeRobotWriter(out, fps=5, dataset_name=config.dataset_name)
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(config.identity(), indent=2))
+    os.replace(tmp, meta_path)
+    start = len(writer)
+    jobs = [(k, config.families[k % len(config.families)], config.split, config.seed, config.max_attempts)
+            for k in range(start, config.episodes)]
+    successes = 0
+    bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
+    try:
+        if config.workers == 1 or len(jobs) <= 1:
+            _worker_init(config.image_size, config.max_steps)
+            results = map(_collect_one, jobs)
+            pool = None
+        else:
+            import multiprocessing as mp
+
+            pool = mp.get_context("spawn").Pool(config.workers, initializer=_worker_init,
+                                                initargs=(config.image_size, config.max_steps))
+            results = pool.imap(_collect_one, jobs)  # ordered: episodes are written in index order
+        try:
+            for episode in results:
+                writer.add_episode(episode)
+                successes += bool(episode.metadata["success"])
+                bar.update(1)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+            if "env" in _WORKER:
+                _WORKER.pop("env").close()
+    finally:
+        writer.close()
+        bar.close()
+    return {"out": str(out), "episodes": len(writer), "new_episodes": len(jobs), "new_successes": successes}
