@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -125,8 +125,8 @@ class WorkDir:
                         out[int(p.stem)] = "unreadable failure record"
         return out
 
-    def write_result(self, index: int, file_path: str, episode_id: str, entry: dict) -> None:
-        record = {"index": index, "file_path": file_path, "episode_id": episode_id, "entry": entry}
+    def write_result(self, index: int, file_path: str, episode_id: str, entry: dict, checks: dict | None = None) -> None:
+        record = {"index": index, "file_path": file_path, "episode_id": episode_id, "checks": checks or {}, "entry": entry}
         _write_atomic(self.result_path(index), json.dumps(record))
         self.failure_path(index).unlink(missing_ok=True)
 
@@ -172,7 +172,9 @@ def _annotate_one(dataset, stages: Stages, work: WorkDir, index: int) -> tuple[i
     try:
         episode = dataset[index]
         entry = annotate_episode(episode, stages)
-        work.write_result(index, episode.file_path, episode.episode_id, entry)
+        from ecot.annotate.validate import episode_checks
+
+        work.write_result(index, episode.file_path, episode.episode_id, entry, episode_checks(episode, entry))
         return index, None, len(episode)
     except Exception as err:  # one bad episode must not stop the run
         message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
@@ -197,7 +199,7 @@ def _progress(total: int, initial: int, enabled: bool):
                 dynamic_ncols=True, file=sys.stderr)
 
 
-def _run_inline(dataset, config: RunConfig, work: WorkDir, pending: list[int], bar, cache_dir: str):
+def _run_inline(dataset, config: RunConfig, work: WorkDir, pending: list[int], cache_dir: str):
     stages = build_stages(config.annotate, cache_dir)
     for index in pending:
         yield _annotate_one(dataset, stages, work, index)
@@ -282,7 +284,7 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
         elif config.workers > 1 and len(pending) > 1:
             results = _run_pool(factory, config, work, pending, cache_dir)
         else:
-            results = _run_inline(dataset, config, work, pending, bar, cache_dir)
+            results = _run_inline(dataset, config, work, pending, cache_dir)
         for index, error, n_steps in results:
             if error is None:
                 annotated += 1
@@ -298,24 +300,24 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
     all_done = work.done_indices() >= set(range(n))
     features_path = None
     if all_done:
-        features_path = assemble(work, n, dataset if config.validate else None, validate=config.validate)
+        features_path = assemble(work, n, validate=config.validate)
     return RunSummary(total=len(mine), done=len(set(mine) & work.done_indices()), annotated_now=annotated,
                       failed=failed, features_path=features_path, seconds=time.perf_counter() - start,
                       steps_now=steps)
 
 
-def _load_records(work: WorkDir, n: int):
-    """(file_path, index) ordering of the result files, read lazily."""
-    order = []
+def _load_order(work: WorkDir, n: int) -> tuple[list[tuple[str, int]], list[dict]]:
+    """(file_path, index) in assembly order, and each episode's checks (in that order)."""
+    heads = []
     for index in range(n):
         with open(work.result_path(index), "r", encoding="utf-8") as fh:
-            head = json.load(fh)
-        order.append((head["file_path"], index))
-    order.sort()
-    return order
+            record = json.load(fh)
+        heads.append((record["file_path"], index, record.get("checks") or {}))
+    heads.sort(key=lambda h: (h[0], h[1]))
+    return [(fp, i) for fp, i, _ in heads], [c for _, _, c in heads]
 
 
-def assemble(work: WorkDir, n: int, dataset=None, validate: bool = True) -> Path:
+def assemble(work: WorkDir, n: int, validate: bool = True) -> Path:
     """Write the features file, the per-step columns and the report from the result files.
 
     Serialized by a lock (shards may finish together); every output is written atomically.
@@ -325,7 +327,7 @@ def assemble(work: WorkDir, n: int, dataset=None, validate: bool = True) -> Path
     out = work.out
     with open(out / ".assemble.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        order = _load_records(work, n)
+        order, checks = _load_order(work, n)
         seen: dict[tuple[str, str], int] = {}
         path = out / FEATURES_NAME
         with FeaturesWriter(path) as writer:
@@ -343,7 +345,7 @@ def assemble(work: WorkDir, n: int, dataset=None, validate: bool = True) -> Path
         if validate:
             from ecot.annotate.validate import validation_report
 
-            report = validation_report(path, dataset=dataset, index_order=[i for _, i in order])
+            report = validation_report(path, checks)
             _write_atomic(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True))
     return path
 

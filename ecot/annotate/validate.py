@@ -24,9 +24,7 @@ def primitive_action_agreement(vectors: np.ndarray, actions: np.ndarray) -> tupl
     agree = checked = 0
     t = len(actions)
     for i in range(max(t - 1, 0)):
-        window = actions[i : min(i + WINDOW, t - 1)] if i + 1 < t else actions[i : i + 1]
-        if len(window) == 0:
-            continue
+        window = actions[i : min(i + WINDOW, t - 1)]
         total = window[:, :3].sum(axis=0)
         for axis in range(3):
             if vectors[i][axis] != 0:
@@ -34,20 +32,36 @@ def primitive_action_agreement(vectors: np.ndarray, actions: np.ndarray) -> tupl
                 agree += int(np.sign(total[axis]) == vectors[i][axis])
         if vectors[i][6] != 0:
             checked += 1
-            g = window[:, 6]
-            agree += int((g > 0.5).any() if vectors[i][6] > 0 else (g < 0.5).any())
+            last = window[-1, 6]  # the gripper command at the window's end: open (1) or closed (0)
+            agree += int(last > 0.5 if vectors[i][6] > 0 else last < 0.5)
     return agree, checked
 
 
-def validation_report(path, dataset=None, index_order: Sequence[int] | None = None) -> dict[str, Any]:
-    """Report over every episode of the features file; ``dataset`` (same episode order as
-    ``index_order``) adds the action and ground-truth checks."""
+def episode_checks(episode, entry: dict) -> dict[str, Any]:
+    """The checks that need the episode itself (actions, ground truth), computed while it is in
+    memory so that the report does not have to read the dataset again."""
+    feats = entry["features"]
+    vectors = np.asarray(feats["move_vector"], dtype=np.int64)
+    agree, checked = primitive_action_agreement(vectors, episode.actions)
+    out: dict[str, Any] = {"agree": agree, "checked": checked}
+    gt = episode.ground_truth
+    points = feats["gripper_position"]
+    if gt is not None and len(points) == len(episode):
+        vis = gt.gripper_visible
+        err = np.linalg.norm(np.asarray(points, dtype=np.float64)[vis] - gt.gripper_points[vis], axis=1)
+        out["gripper_errors_px"] = [round(float(e), 3) for e in err]
+    return out
+
+
+def validation_report(path, checks: Sequence[dict] | None = None) -> dict[str, Any]:
+    """Report over every episode of the features file, plus the per-episode ``checks``
+    (from :func:`episode_checks`) when given."""
     totals = dict(episodes=0, steps=0, with_boxes=0, with_gripper=0, with_reasoning=0)
     boxes_total = boxes_inside = 0
     agree = checked = 0
     gt_errors: list[float] = []
     problems: list[str] = []
-    for n, (file_path, episode_id, entry) in enumerate(iter_feature_episodes(path)):
+    for file_path, episode_id, entry in iter_feature_episodes(path):
         feats = entry.get("features") or {}
         reasoning = entry.get("reasoning") or {}
         steps = len(feats.get("move_primitive") or [])
@@ -71,17 +85,9 @@ def validation_report(path, dataset=None, index_order: Sequence[int] | None = No
                 boxes_total += 1
                 if w is None or (0 <= x0 < x1 <= w - 1 and 0 <= y0 < y1 <= h - 1):
                     boxes_inside += 1
-        if dataset is not None and index_order is not None:
-            episode = dataset[index_order[n]]
-            vectors = np.asarray(feats.get("move_vector") or [], dtype=np.int64)
-            if len(vectors) == len(episode):
-                a, c = primitive_action_agreement(vectors, episode.actions)
-                agree, checked = agree + a, checked + c
-            gt = episode.ground_truth
-            if gt is not None and len(points) == len(episode):
-                vis = gt.gripper_visible
-                err = np.linalg.norm(np.asarray(points, dtype=np.float64)[vis] - gt.gripper_points[vis], axis=1)
-                gt_errors.extend(err.tolist())
+    for c in checks or ():
+        agree, checked = agree + c.get("agree", 0), checked + c.get("checked", 0)
+        gt_errors.extend(c.get("gripper_errors_px", []))
     strings = sum(1 for _ in iter_reasoning_strings(path))
     steps = max(totals["steps"], 1)
     report: dict[str, Any] = {
