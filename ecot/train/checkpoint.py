@@ -109,6 +109,19 @@ def copy_model_files(src: Path, dest: Path) -> Path:
     return write_atomically(dest, fill)
 
 
+def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory's ``*.safetensors`` files, by name."""
+    from safetensors.torch import load_file
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path} holds no *.safetensors weights")
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        weights.update(load_file(str(file)))
+    return weights
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     state_path = path / STATE_FILE

@@ -187,9 +187,7 @@ class Trainer:
         cfg = self.config
         state = ckpt.load_state(self.resume_from) if self.resume_from is not None else None
         if state is not None and cfg.finetune == "full":
-            loaded = self.model_cls.from_pretrained(self.resume_from)
-            model.load_state_dict(loaded.state_dict())
-            del loaded
+            model.load_state_dict(ckpt.load_model_weights(self.resume_from))
         model.requires_grad_(True)
         if cfg.freeze_vision:
             model.vision_backbone.requires_grad_(False)

@@ -1,0 +1,154 @@
+"""The trainer with a real tiny VLA: overfitting, export, exact resume after a kill, LoRA, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from train_helpers import make_episodes, reasoning_for, tiny_model_and_processor
+
+from ecot.train import checkpoint as ckpt
+from ecot.train.data import EpisodeSteps, SampleConfig, StepDataset
+from ecot.train.samples import collate
+from ecot.train.trainer import Trainer, TrainConfig
+
+RUN_TINY = Path(__file__).resolve().parent / "run_tiny.py"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _losses(run_dir: Path) -> list[tuple[int, float]]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"]).logits
+
+
+def test_tiny_model_overfits_and_exports(tmp_path):
+    from ecot.model.vla import VLA
+
+    episodes = make_episodes(2, 3)
+    reasoning = reasoning_for(episodes)
+    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
+    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig())
+    config = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=60, batch_size=6, lr=1e-2, log_every=10, progress=False)
+    trainer = Trainer(config, model, processor, data, eval_data=data, action_stats=stats.action)
+    first = trainer.evaluate()
+    result = trainer.fit()
+
+    assert result["eval/action_accuracy"] >= 0.95, result
+    assert result["eval/reasoning_loss"] < 0.25 * first["eval/reasoning_loss"]
+    assert result["eval/action_l1"] < 0.2 * first["eval/action_l1"]
+    assert (tmp_path / "run" / "tensorboard").is_dir()
+
+    # The final directory is a release-format checkpoint that reproduces the trained model.
+    loaded = VLA.from_pretrained(tmp_path / "run" / "final", progress=False)
+    batch = collate([data[(i, i, 0)] for i in range(len(data))], processor.tokenizer.pad_token_id)
+    torch.testing.assert_close(_logits(loaded, batch), _logits(trainer.module, batch))
+    assert loaded.config.norm_stats == processor.config.norm_stats
+    assert (tmp_path / "run" / "final" / "tokenizer.json").is_file()
+
+
+def test_kill_and_resume_reproduces_the_losses(tmp_path):
+    steps = 10
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, str(RUN_TINY), str(ref), str(steps)], check=True, env=_env(), capture_output=True)
+    reference = dict(_losses(ref))
+    assert sorted(reference) == list(range(1, steps + 1))
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(RUN_TINY), str(run), str(steps), "--save-every", "3"], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (run / "checkpoints" / "step_000003" / ckpt.STATE_FILE).exists():
+        assert proc.poll() is None, "training exited before its first checkpoint"
+        assert time.time() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(step for step, _ in _losses(run))
+    assert killed_at < steps, "the run finished before it was killed"
+    resumed_from = ckpt.list_checkpoints(run)[-1][0]
+
+    subprocess.run([sys.executable, str(RUN_TINY), str(run), str(steps), "--save-every", "3"], check=True, env=_env(), capture_output=True)
+    rows = _losses(run)
+    # Every logged step, before the kill and after resuming, equals the uninterrupted run.
+    for step, loss in rows:
+        assert loss == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (step, loss, reference[step])
+    after = [step for step, _ in rows[killed_at:]]
+    assert after == list(range(resumed_from + 1, steps + 1))
+
+
+def test_lora_export_equals_the_adapted_model(tmp_path):
+    from ecot.model.vla import VLA
+
+    episodes = make_episodes(2, 3)
+    reasoning = reasoning_for(episodes)
+    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig())
+    config = TrainConfig(out_dir=str(tmp_path / "lora"), max_steps=8, batch_size=6, lr=1e-2, finetune="lora", progress=False, tensorboard=False)
+    config.lora.rank = 4
+    trainer = Trainer(config, model, processor, data, action_stats=stats.action)
+    result = trainer.fit()
+    assert trainer.module.peft_config  # trained through peft
+    trainable = [n for n, p in trainer.module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+
+    loaded = VLA.from_pretrained(tmp_path / "lora" / "final", progress=False)
+    batch = collate([data[(i, i, 0)] for i in range(len(data))], processor.tokenizer.pad_token_id)
+    torch.testing.assert_close(_logits(loaded, batch), _logits(trainer.module, batch), rtol=1e-4, atol=1e-4)
+    # peft's own merge gives the same model
+    merged = trainer.module.merge_and_unload()
+    torch.testing.assert_close(_logits(loaded, batch), _logits(merged, batch), rtol=1e-4, atol=1e-4)
+    # the adapters changed the attention/MLP weights, the LM head and embeddings stayed the base
+    sd = loaded.state_dict()
+    changed = [k for k in base if not torch.equal(base[k], sd[k])]
+    assert any("q_proj" in k for k in changed)
+    assert "language_model.lm_head.weight" not in changed
+    assert result["train/loss"] > 0
+
+
+def test_checkpoint_write_is_atomic(tmp_path):
+    dest = tmp_path / "checkpoints" / ckpt.step_dir_name(5)
+
+    def crash(tmp: Path) -> None:
+        (tmp / ckpt.STATE_FILE).write_text("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        ckpt.write_atomically(dest, crash)
+    assert not dest.exists()
+    assert ckpt.latest_checkpoint(tmp_path) is None
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+    ckpt.write_atomically(dest, lambda tmp: (tmp / ckpt.STATE_FILE).write_text("ok"))
+    (tmp_path / "checkpoints" / "step_000009").mkdir()  # no trainer state: incomplete, ignored
+    assert ckpt.latest_checkpoint(tmp_path) == dest
+    with pytest.raises(FileNotFoundError, match="no trainer_state.pt"):
+        ckpt.load_state(tmp_path / "checkpoints" / "step_000009")
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="finetune"):
+        TrainConfig(finetune="qlora")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
