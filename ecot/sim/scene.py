@@ -214,7 +214,7 @@ def build_scene_xml(objects: list[ObjectSpec], image_size: tuple[int, int]) -> t
       <joint name="gx" type="slide" axis="1 0 0" range="-0.3 0.3" damping="5"/>
       <joint name="gy" type="slide" axis="0 1 0" range="-0.35 0.35" damping="5"/>
       <joint name="gz" type="slide" axis="0 0 1" range="0.0 0.45" damping="5"/>
-      <joint name="gyaw" type="hinge" axis="0 0 1" range="-3.2 3.2" damping="0.5"/>
+      <joint name="gyaw" type="hinge" axis="0 0 1" range="-3.2 3.2" damping="0.02"/>
       <geom name="wrist" type="cylinder" size="0.018 0.05" pos="0 0 0.05" rgba="0.25 0.25 0.27 1" contype="0" conaffinity="0" mass="0.1"/>
       <geom name="palm" type="box" size="0.022 0.062 0.012" pos="0 0 -0.012" rgba="0.3 0.3 0.33 1" mass="0.3"/>
       <site name="tcp" pos="0 0 -{TCP_BELOW_WRIST}" size="0.004" rgba="1 0 0 0"/>
@@ -236,7 +236,7 @@ def build_scene_xml(objects: list[ObjectSpec], image_size: tuple[int, int]) -> t
     <position name="ax" joint="gx" kp="2000" kv="90"/>
     <position name="ay" joint="gy" kp="2000" kv="90"/>
     <position name="az" joint="gz" kp="2000" kv="90"/>
-    <position name="ayaw" joint="gyaw" kp="20" kv="1.5"/>
+    <position name="ayaw" joint="gyaw" kp="20" kv="0.25"/>
     <position name="afinger" joint="finger_left" kp="400" kv="10" forcerange="-25 25" ctrlrange="0 {FINGER_TRAVEL}"/>
   </actuator>
 </mujoco>
