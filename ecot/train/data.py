@@ -6,12 +6,10 @@ the processor's image transform and the unnormalized ``action`` (for the L1 metr
 randomness (reasoning dropout, image augmentation) comes from the key's per-sample seed, so a
 resumed run sees exactly the same samples.
 
-Reasoning is joined by the original key ``f"{file_path}_{episode_id}_{step}"``:
-
-* ``"aligned"`` (default, our datasets): frame ``t`` gets reasoning entry ``t``;
-* ``"original"``: the released ECoT training data's one-step offset (FORMATS.md §8) for raw
-  RLDS Bridge episodes: the original pipeline dropped the first raw step before numbering, so
-  raw frame ``t`` got entry ``t - 1`` (and frame 0 had no training sample at all).
+Reasoning is joined by the original key ``f"{file_path}_{episode_id}_{step}"`` with the step
+from :func:`ecot.data.bridge.reasoning_step`: ``"aligned"`` (default) gives each frame the
+reasoning of its own raw step; ``"original"`` reproduces the released training data's one-step
+offset on Bridge-transformed episodes (FORMATS.md §8). For our own datasets both are the same.
 """
 
 from __future__ import annotations
@@ -25,11 +23,10 @@ import torch
 from PIL import Image
 
 from ecot.actions import ActionTokenizer, DatasetStats
+from ecot.data.bridge import JOIN_MODES, RAW_OFFSET_KEY, reasoning_step
 from ecot.reasoning import pairs_text, reasoning_dropout, split_pairs
 from ecot.train.augment import AugmentConfig, augment_image
 from ecot.train.samples import build_text_sample, check_loss_mask
-
-JOIN_MODES = ("aligned", "original")
 
 
 @dataclass
@@ -68,27 +65,36 @@ def apply_dropout(text: str, config: SampleConfig, rng: np.random.Generator, pos
     return text
 
 
-class EpisodeSteps:
-    """The (episode, step) pairs of a sequence of episodes, with a small cache of decoded episodes.
+@dataclass
+class Step:
+    """What a training sample needs of one dataset frame."""
 
-    ``episodes`` is anything indexable returning :class:`ecot.data.episode.Episode` (a list, or a
-    dataset from ``ecot.data.open_dataset``).
+    image: np.ndarray  # [H, W, 3] uint8
+    action: np.ndarray  # [7] unnormalized
+    instruction: str
+    file_path: str
+    episode_id: str
+    frame_index: int
+    raw_step_offset: int = 0  # raw step of frame 0 (1 after the Bridge transform dropped a step)
+
+
+class EpisodeSteps:
+    """The (episode, frame) pairs of a dataset, read one frame at a time.
+
+    ``episodes`` is a dataset from :func:`ecot.data.open_dataset` (frames read with its cheap
+    ``step(i, t)``) or any indexable of :class:`ecot.data.episode.Episode` (kept in a small cache).
     """
 
     def __init__(self, episodes: Any, episode_indices: Sequence[int] | None = None, cache_size: int = 8):
         self.episodes = episodes
+        self.per_step = hasattr(episodes, "step") and hasattr(episodes, "episode_length")
         indices = range(len(episodes)) if episode_indices is None else episode_indices
         self.steps: list[tuple[int, int]] = []
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self.cache_size = cache_size
         for e in indices:
-            self.steps.extend((int(e), t) for t in range(self._length(int(e))))
-
-    def _length(self, e: int) -> int:
-        lengths = getattr(self.episodes, "episode_lengths", None)
-        if lengths is not None:
-            return int(lengths[e])
-        return len(self.episode(e))
+            length = self.episodes.episode_length(int(e)) if self.per_step else len(self.episode(int(e)))
+            self.steps.extend((int(e), t) for t in range(length))
 
     def episode(self, e: int) -> Any:
         if e in self._cache:
@@ -100,6 +106,30 @@ class EpisodeSteps:
             self._cache.popitem(last=False)
         return ep
 
+    def get(self, index: int) -> Step:
+        e, t = self.steps[index]
+        if self.per_step:
+            row = self.episodes.step(e, t)
+            return Step(
+                image=row["image"],
+                action=np.asarray(row["action"], dtype=np.float64),
+                instruction=row["instruction"],
+                file_path=str(row.get("file_path", "")),
+                episode_id=str(row.get("episode_id", "")),
+                frame_index=t,
+                raw_step_offset=int(row.get(RAW_OFFSET_KEY, 0)),
+            )
+        ep = self.episode(e)
+        return Step(
+            image=ep.images[t],
+            action=np.asarray(ep.actions[t], dtype=np.float64),
+            instruction=ep.instruction,
+            file_path=ep.file_path,
+            episode_id=ep.episode_id,
+            frame_index=t,
+            raw_step_offset=int(ep.metadata.get(RAW_OFFSET_KEY, 0)),
+        )
+
     def __len__(self) -> int:
         return len(self.steps)
 
@@ -107,6 +137,14 @@ class EpisodeSteps:
         state = dict(self.__dict__)
         state["_cache"] = OrderedDict()
         return state
+
+
+def lookup_reasoning(reasoning: Any, step: Step, join: str) -> str:
+    """The full reasoning text of a frame ("" without reasoning or without an entry)."""
+    if reasoning is None:
+        return ""
+    key = reasoning_step(step.frame_index, step.raw_step_offset, join)
+    return reasoning.get(step.file_path, step.episode_id, key)
 
 
 class StepDataset(torch.utils.data.Dataset):
@@ -134,32 +172,26 @@ class StepDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.steps)
 
-    def reasoning_text(self, episode: Any, t: int) -> str:
-        if self.reasoning is None:
-            return ""
-        step = t if self.config.join == "aligned" else t - 1
-        if step < 0:
-            return ""
-        return self.reasoning.get(episode.file_path, episode.episode_id, step)
+    def reasoning_text(self, step: Step) -> str:
+        return lookup_reasoning(self.reasoning, step, self.config.join)
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         index, seed, position = key if isinstance(key, tuple) else (int(key), int(key), 0)
-        e, t = self.steps.steps[index]
-        episode = self.steps.episode(e)
+        step = self.steps.get(index)
         rng = np.random.default_rng(seed)
-        reasoning = apply_dropout(self.reasoning_text(episode, t), self.config, rng, position)
-        action = np.asarray(episode.actions[t], dtype=np.float64)
+        reasoning = apply_dropout(self.reasoning_text(step), self.config, rng, position)
+        action = step.action
         sample = build_text_sample(
             self.tokenizer,
             self.action_tokenizer,
-            episode.instruction,
+            step.instruction,
             reasoning,
             self.stats.action.normalize(action),
             self.style,
             self.config.loss_mask,
             self.config.max_length,
         )
-        image = Image.fromarray(np.asarray(episode.images[t]))
+        image = Image.fromarray(np.asarray(step.image))
         if self.config.augment:
             image = augment_image(image, rng, self.config.augment_config)
         return {

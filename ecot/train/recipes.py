@@ -1,0 +1,212 @@
+"""Recipes: from ``--data DIR --recipe R --model M`` to a model, processor and datasets ready to train.
+
+Recipes (what the assistant's turn holds during training):
+
+* ``ecot`` — the released ECoT recipe: full reasoning, then ``ACTION:`` and the action tokens;
+  loss over the whole sequence.
+* ``no-reasoning`` — no reasoning at all (``Out: ACTION: ...``): the OpenVLA-style baseline.
+* ``reasoning-dropout`` — ECoT-Lite reasoning dropout: each sample's whole reasoning is dropped
+  with probability 0.5 (``--reasoning-dropout``), so the policy works with or without it.
+* ``reasoning-pretrain`` — ECoT-Lite reasoning pre-training: full reasoning for the first part
+  of training (``--pretrain-fraction``, 0.5), then actions only.
+
+``--model`` is a preset name (``tiny-siglip``, ``tiny-dinosiglip``, ``ecot-7b-bridge``,
+``openvla-7b``: a fresh, seeded model) or a checkpoint directory (fine-tuning). Tiny presets get
+a BPE tokenizer trained on the dataset's own text; 7B presets need ``--tokenizer DIR`` with the
+Llama tokenizer files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ecot.train.data import EpisodeSteps, SampleConfig, StepDataset
+from ecot.train.samples import LOSS_MASKS
+from ecot.train.trainer import TrainConfig
+
+RECIPES = ("ecot", "no-reasoning", "reasoning-dropout", "reasoning-pretrain")
+FEATURES_NAME = "embodied_features.json"
+
+
+@dataclass
+class RunConfig:
+    """One training run: data, recipe, model and the trainer's options."""
+
+    data: str
+    out: str
+    recipe: str = "ecot"
+    model: str = "tiny-siglip"
+    features: str | None = None  # features file or a directory holding embodied_features.json
+    tokenizer: str | None = None  # tokenizer directory for 7B presets
+    join: str = "aligned"
+    loss_mask: str | None = None  # None: the recipe's ("whole")
+    tag_dropout: float = 0.0  # original per-tag reasoning dropout
+    reasoning_dropout: float | None = None  # None: the recipe's
+    pretrain_fraction: float = 0.5  # reasoning-pretrain: fraction of steps with reasoning
+    augment: bool = False
+    eval_episodes: int | None = None  # held-out episodes (the last ones); None: 10 %, at least 1 when possible
+    tokenizer_vocab: int | None = None  # tiny presets: base vocabulary (default: the preset's pad_token_id)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; expected one of {RECIPES}")
+        if self.loss_mask is not None and self.loss_mask not in LOSS_MASKS:
+            raise ValueError(f"unknown loss mask {self.loss_mask!r}; expected one of {sorted(LOSS_MASKS)}")
+        if not 0.0 < self.pretrain_fraction <= 1.0:
+            raise ValueError(f"pretrain_fraction must be in (0, 1], got {self.pretrain_fraction}")
+        self.train.out_dir = self.out
+
+
+def sample_config(run: RunConfig) -> SampleConfig:
+    """The sample settings of the run's recipe (explicit options win)."""
+    dropout = {"ecot": 0.0, "no-reasoning": 1.0, "reasoning-dropout": 0.5, "reasoning-pretrain": 0.0}[run.recipe]
+    if run.reasoning_dropout is not None:
+        dropout = run.reasoning_dropout
+    until = None
+    if run.recipe == "reasoning-pretrain":
+        # Positions are per-rank sample counts; steps * batch * accumulation of them per optimizer step.
+        t = run.train
+        until = int(math.ceil(run.pretrain_fraction * t.max_steps)) * t.batch_size * t.grad_accum
+    return SampleConfig(
+        loss_mask=run.loss_mask or "whole",
+        tag_dropout=run.tag_dropout,
+        reasoning_dropout=dropout,
+        reasoning_until=until,
+        augment=run.augment,
+        join=run.join,
+    )
+
+
+def find_features(run: RunConfig) -> Path | None:
+    """The embodied-features file: ``--features`` (file or directory) or one found in the data directory."""
+    if run.features:
+        path = Path(run.features)
+        if path.is_dir():
+            path = path / FEATURES_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"features file {path} does not exist; pass the file written by `ecot annotate`")
+        return path
+    data = Path(run.data)
+    for candidate in [data / FEATURES_NAME, *sorted(data.glob(f"*/{FEATURES_NAME}")), *sorted(data.glob("*features*.json"))]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def split_episodes(n: int, eval_episodes: int | None) -> tuple[list[int], list[int]]:
+    """Train and held-out episode indices (held-out = the last ones)."""
+    if n <= 0:
+        raise ValueError("the dataset has no episodes")
+    k = (max(1, n // 10) if n >= 2 else 0) if eval_episodes is None else eval_episodes
+    if not 0 <= k < n:
+        raise ValueError(f"cannot hold out {k} of {n} episodes: at least one must remain for training")
+    return list(range(n - k)), list(range(n - k, n))
+
+
+def _tokenizer_texts(steps: EpisodeSteps, reasoning: Any, style: str, join: str) -> list[str]:
+    """The training texts (without action tokens) of every frame, each distinct one once."""
+    from ecot.prompts import training_text
+    from ecot.train.data import lookup_reasoning
+
+    texts, seen = [], set()
+    for index in range(len(steps)):
+        step = steps.get(index)
+        key = (step.instruction, lookup_reasoning(reasoning, step, join))
+        if key not in seen:
+            seen.add(key)
+            texts.append(training_text(key[0], key[1], "", style))
+    return texts
+
+
+def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: EpisodeSteps, reasoning: Any):
+    """(model, processor) for the run, with the dataset's statistics in the config."""
+    from ecot.model.config import PRESETS, VLAConfig
+    from ecot.model.processor import VLAProcessor
+    from ecot.model.vla import VLA
+
+    norm_entry = {dataset_key: stats.to_dict()}
+    source = Path(run.model)
+    if run.model in PRESETS and not source.exists():
+        config = VLAConfig.preset(run.model)
+        config.norm_stats = {**config.norm_stats, **norm_entry}
+        if run.tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(run.tokenizer)
+        elif config.pad_token_id <= 4096:  # tiny presets: train a tokenizer on the data's text
+            from ecot.model.tokenizer import train_tiny_tokenizer
+
+            vocab = run.tokenizer_vocab or config.pad_token_id
+            if vocab != config.pad_token_id:
+                raise ValueError(f"tokenizer_vocab {vocab} must equal the preset's pad_token_id {config.pad_token_id}")
+            tokenizer = train_tiny_tokenizer(_tokenizer_texts(text_steps, reasoning, config.prompt_style, run.join), vocab_size=vocab)
+        else:
+            raise ValueError(
+                f"preset {run.model!r} needs the Llama tokenizer: pass --tokenizer DIR with its tokenizer files "
+                "(tokenizer.json or tokenizer.model)"
+            )
+        torch.manual_seed(run.train.seed)
+        model = VLA(config)
+        return model, VLAProcessor(config, tokenizer)
+    if not source.is_dir():
+        raise FileNotFoundError(f"--model {run.model!r} is neither a preset ({sorted(PRESETS)}) nor a checkpoint directory")
+    model = VLA.from_pretrained(source, dtype=torch.float32, progress=False)
+    model.config.norm_stats = {**model.config.norm_stats, **norm_entry}
+    processor = VLAProcessor.from_pretrained(source, config=model.config)
+    return model, processor
+
+
+def build_run(run: RunConfig):
+    """Everything :class:`~ecot.train.trainer.Trainer` needs: (model, processor, train data, eval data, action stats)."""
+    from ecot.data import open_dataset
+    from ecot.data.features import ReasoningIndex
+
+    dataset = open_dataset(run.data)
+    norm_stats = dataset.norm_stats
+    dataset_key = norm_stats.resolve_key(None)
+    stats = norm_stats.get(dataset_key)
+
+    features = find_features(run)
+    needs_reasoning = run.recipe != "no-reasoning"
+    if features is None and needs_reasoning:
+        raise FileNotFoundError(
+            f"recipe {run.recipe!r} needs reasoning but no {FEATURES_NAME} was found in {run.data}; "
+            f"run `ecot annotate {run.data} --out DIR` and pass --features DIR (or use --recipe no-reasoning)"
+        )
+    reasoning = ReasoningIndex.from_file(features) if features is not None and needs_reasoning else None
+    if reasoning is not None and len(reasoning) == 0:
+        raise ValueError(f"{features} holds no reasoning entries")
+
+    train_eps, eval_eps = split_episodes(len(dataset), run.eval_episodes)
+    train_steps = EpisodeSteps(dataset, train_eps)
+    eval_steps = EpisodeSteps(dataset, eval_eps) if eval_eps else None
+
+    from ecot.train import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(run.out) if run.train.resume else None
+    if latest is not None and run.train.finetune == "full":
+        # Resuming: the checkpoint's own config and tokenizer (its weights are loaded by the trainer).
+        from ecot.model.config import VLAConfig
+        from ecot.model.processor import VLAProcessor
+        from ecot.model.vla import VLA
+
+        config = VLAConfig.from_pretrained(latest)
+        model, processor = VLA(config), VLAProcessor.from_pretrained(latest, config=config)
+    else:
+        model, processor = build_model(run, dataset_key, stats, train_steps, reasoning)
+
+    samples = sample_config(run)
+    train_data = StepDataset(train_steps, reasoning, processor, stats, samples, dataset_key)
+    eval_data = None
+    if eval_steps is not None:
+        held_out = SampleConfig(loss_mask=samples.loss_mask, join=samples.join)  # no dropout, no augmentation
+        if run.recipe == "no-reasoning":
+            held_out.reasoning_dropout = 1.0
+        eval_data = StepDataset(eval_steps, reasoning, processor, stats, held_out, dataset_key)
+    return model, processor, train_data, eval_data, stats.action
