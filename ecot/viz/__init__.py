@@ -1,0 +1,1 @@
+"""Visualization: reasoning overlays, frames and GIFs."""
