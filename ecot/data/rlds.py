@@ -10,8 +10,7 @@ episode features are single values (``episode_metadata/file_path``).
 :class:`RLDSDataset` yields :class:`ecot.data.episode.Episode` with ``file_path`` and
 ``episode_id`` from the episode metadata (the keys of the reasoning join, FORMATS.md §4).
 With ``bridge_transform=True`` it applies the original training pipeline's Bridge transform
-(FORMATS.md §8: drop the first step, binarize the gripper, relabel movement from states,
-drop the last step). :func:`write_rlds` writes episodes in the same layout.
+(:func:`ecot.data.bridge.bridge_transform`, FORMATS.md §8). :func:`write_rlds` writes episodes in the same layout.
 """
 
 from __future__ import annotations
@@ -76,33 +75,14 @@ def _image_keys_from_features(features_json: dict) -> list[str]:
     return keys
 
 
-def binarize_gripper(gripper: np.ndarray) -> np.ndarray:
-    """Bridge gripper binarization: > 0.95 open (1), < 0.05 closed (0); in-between values take
-    the value of the next non-intermediate step (scanning backwards from the end)."""
-    g = np.asarray(gripper, dtype=np.float64)
-    out = np.zeros_like(g)
-    carry = float(g[-1] > 0.95) if len(g) else 0.0
-    for i in range(len(g) - 1, -1, -1):
-        if g[i] > 0.95:
-            carry = 1.0
-        elif g[i] < 0.05:
-            carry = 0.0
-        out[i] = carry
-    return out
+def _bridge_arrays(states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`ecot.data.bridge.bridge_transform` on arrays only: ``(kept raw step indices, states, actions)``."""
+    from ecot.data.bridge import bridge_transform
 
-
-def bridge_transform(images: np.ndarray | list, states: np.ndarray, actions: np.ndarray):
-    """FORMATS.md §8: drop step 0, binarize the gripper, relabel dims 0-5 as state deltas, drop
-    the last step. Returns ``(kept step indices into the raw episode, states, actions)``."""
     t = len(actions)
-    if t < 3:
-        raise ValueError(f"the Bridge transform needs at least 3 steps, the episode has {t}")
-    states = np.asarray(states, np.float32)[1:]
-    actions = np.asarray(actions, np.float32)[1:].copy()
-    actions[:, -1] = binarize_gripper(actions[:, -1])
-    actions[:-1, :6] = states[1:, :6] - states[:-1, :6]
-    kept = np.arange(1, t - 1)
-    return kept, states[:-1], actions[:-1]
+    stub = Episode(images=np.zeros((t, 1, 1, 3), np.uint8), states=states, actions=actions, instruction="")
+    out = bridge_transform(stub)
+    return np.arange(1, t - 1), out.states, out.actions
 
 
 class RLDSDataset:
@@ -245,7 +225,7 @@ class RLDSDataset:
         if self.apply_bridge_transform:
             if states.shape[1] < 6:
                 raise ValueError("the Bridge transform needs 6-D EEF states (observation/state)")
-            kept, states, actions = bridge_transform(None, states, actions)
+            kept, states, actions = _bridge_arrays(states, actions)
         else:
             kept = np.arange(len(actions))
         return kept, states, actions
@@ -263,7 +243,9 @@ class RLDSDataset:
         images = np.stack([_decode(raw_images[k]) for k in kept])
         meta = self._metadata(i, ex)
         if self.apply_bridge_transform:
-            meta["bridge_transform"] = True
+            from ecot.data.bridge import RAW_OFFSET_KEY
+
+            meta[RAW_OFFSET_KEY] = 1  # frame t was raw step t + 1 (FORMATS.md §8)
         return Episode(images=images, states=states, actions=actions, instruction=self._instruction(ex), metadata=meta)
 
     def step(self, i: int, t: int) -> dict[str, Any]:

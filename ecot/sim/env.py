@@ -199,12 +199,15 @@ class TabletopEnv:
         r.update_scene(self.data, camera="main")
         return r.render().copy()
 
-    def render_segmentation(self) -> np.ndarray:
+    def render_segmentation(self, hide_gripper: bool = False) -> np.ndarray:
         """Per pixel the index of the object seen there (``-1`` for anything else)."""
         r = self._get_renderer()
+        option = mujoco.MjvOption()
+        if hide_gripper:
+            option.geomgroup[1] = 0  # the gripper's geoms are in group 1
         r.enable_segmentation_rendering()
         try:
-            r.update_scene(self.data, camera="main")
+            r.update_scene(self.data, camera="main", scene_option=option)
             seg = r.render()
         finally:
             r.disable_segmentation_rendering()

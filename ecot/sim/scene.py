@@ -215,16 +215,16 @@ def build_scene_xml(objects: list[ObjectSpec], image_size: tuple[int, int]) -> t
       <joint name="gy" type="slide" axis="0 1 0" range="-0.35 0.35" damping="5"/>
       <joint name="gz" type="slide" axis="0 0 1" range="0.0 0.45" damping="5"/>
       <joint name="gyaw" type="hinge" axis="0 0 1" range="-3.2 3.2" damping="0.02"/>
-      <geom name="wrist" type="cylinder" size="0.018 0.05" pos="0 0 0.05" rgba="0.25 0.25 0.27 1" contype="0" conaffinity="0" mass="0.1"/>
-      <geom name="palm" type="box" size="0.022 0.062 0.012" pos="0 0 -0.012" rgba="0.3 0.3 0.33 1" mass="0.3"/>
+      <geom name="wrist" group="1" type="cylinder" size="0.018 0.05" pos="0 0 0.05" rgba="0.25 0.25 0.27 1" contype="0" conaffinity="0" mass="0.1"/>
+      <geom name="palm" group="1" type="box" size="0.022 0.062 0.012" pos="0 0 -0.012" rgba="0.3 0.3 0.33 1" mass="0.3"/>
       <site name="tcp" pos="0 0 -{TCP_BELOW_WRIST}" size="0.004" rgba="1 0 0 0"/>
       <body name="finger_left" pos="0 {FINGER_OPEN + 0.006} -0.05" gravcomp="1">
         <joint name="finger_left" type="slide" axis="0 -1 0" range="0 {FINGER_TRAVEL}" damping="2"/>
-        <geom name="finger_left" type="box" size="0.011 0.006 0.028" rgba="0.82 0.82 0.85 1" friction="1.6 0.02 0.001" mass="0.03"/>
+        <geom name="finger_left" type="box" group="1" size="0.011 0.006 0.028" rgba="0.82 0.82 0.85 1" friction="1.6 0.02 0.001" mass="0.03"/>
       </body>
       <body name="finger_right" pos="0 -{FINGER_OPEN + 0.006} -0.05" gravcomp="1">
         <joint name="finger_right" type="slide" axis="0 1 0" range="0 {FINGER_TRAVEL}" damping="2"/>
-        <geom name="finger_right" type="box" size="0.011 0.006 0.028" rgba="0.82 0.82 0.85 1" friction="1.6 0.02 0.001" mass="0.03"/>
+        <geom name="finger_right" type="box" group="1" size="0.011 0.006 0.028" rgba="0.82 0.82 0.85 1" friction="1.6 0.02 0.001" mass="0.03"/>
       </body>
     </body>
 {chr(10).join(obj_xml)}

@@ -1,0 +1,179 @@
+"""The MuJoCo tabletop: determinism, action semantics, expert success, ground truth vs rendering."""
+
+import numpy as np
+import pytest
+
+from ecot.sim.env import SimConfig, TabletopEnv
+from ecot.sim.expert import ScriptedExpert
+from ecot.sim.tasks import FAMILIES, HELDOUT_APPEARANCES, sample_task
+
+
+def _rollout(env, seed, family, split="seen", steps=None):
+    obs, _ = env.reset(seed=seed, task=family, split=split)
+    expert = ScriptedExpert(env, seed)
+    states, images = [obs["state"]], [obs.get("image")]
+    n = 0
+    while not expert.done and n < (steps or env.config.max_steps):
+        action = expert.act()
+        if expert.done:
+            break
+        obs, _, _, _, info = env.step(action)
+        states.append(obs["state"])
+        images.append(obs.get("image"))
+        n += 1
+    return np.array(states), images, env.success()
+
+
+def _iou(a, b):
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix
+    return ix / union
+
+
+def _seg_box(seg, k):
+    ys, xs = np.nonzero(seg == k)
+    if len(xs) == 0:
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], float)
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = TabletopEnv(SimConfig(image_size=96))
+    yield e
+    e.close()
+
+
+def test_physics_and_rendering_are_deterministic_for_a_seed():
+    runs = []
+    for _ in range(2):
+        with TabletopEnv(SimConfig(image_size=64)) as e:
+            states, images, _ = _rollout(e, seed=11, family="stack", steps=8)
+            runs.append((states, np.stack(images), e.task.instruction))
+    assert runs[0][2] == runs[1][2]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    with TabletopEnv(SimConfig(image_size=64)) as e:
+        other, _, _ = _rollout(e, seed=12, family="stack", steps=8)
+    assert not np.array_equal(other, runs[0][0])
+
+
+def test_observation_and_step_api(env):
+    obs, info = env.reset(seed=3, task="pick_place")
+    assert obs["image"].shape == (96, 96, 3) and obs["image"].dtype == np.uint8
+    assert obs["state"].shape == (7,) and obs["state"].dtype == np.float32
+    assert obs["state"][6] == pytest.approx(1.0, abs=1e-3)  # starts open
+    assert info["success"] is False and info["instruction"] == env.task.instruction
+    obs2, reward, terminated, truncated, info = env.step([0.03, -0.02, 0.01, 0, 0, 0.2, 1])
+    delta = obs2["state"][:6] - obs["state"][:6]
+    np.testing.assert_allclose(delta, [0.03, -0.02, 0.01, 0, 0, 0.2], atol=0.004)
+    assert reward == 0.0 and not terminated and not truncated
+    with pytest.raises(ValueError, match="7 finite numbers"):
+        env.step([0.0, 0.0])
+    with pytest.raises(ValueError, match="7 finite numbers"):
+        env.step([np.nan] * 7)
+
+
+def test_gripper_closes_and_state_reports_it(env):
+    env.reset(seed=5, task="push")
+    for _ in range(2):
+        obs, *_ = env.step([0, 0, 0, 0, 0, 0, 0])
+    assert obs["state"][6] < 0.2 and env.gripper_open is False
+    gt = env.ground_truth()
+    assert gt["gripper_open"] is False
+
+
+def test_unknown_task_and_split_are_rejected(env):
+    with pytest.raises(ValueError, match="unknown task family"):
+        env.reset(seed=0, task="juggle")
+    with pytest.raises(ValueError, match="unknown split"):
+        env.reset(seed=0, task="stack", split="nope")
+
+
+def test_splits_separate_heldout_compositions():
+    rng = np.random.default_rng(0)
+    for family in FAMILIES:
+        for _ in range(15):
+            seen = sample_task(rng, family, "seen")
+            assert not seen.is_heldout()
+            assert not any((o.color, o.kind) in HELDOUT_APPEARANCES for o in seen.objects)
+            held = sample_task(rng, family, "heldout")
+            assert held.is_heldout()
+            names = [o.name for o in held.objects]
+            assert len(set(names)) == len(names)  # every object is nameable uniquely
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_expert_succeeds_on_every_family(family):
+    with TabletopEnv(SimConfig(render=False)) as e:
+        results = [_rollout(e, seed, family, split)[2] for seed, split in ((0, "seen"), (1, "seen"), (2, "heldout"))]
+    assert all(results), f"{family}: expert successes {results}"
+
+
+@pytest.fixture(scope="module")
+def env224():
+    e = TabletopEnv(SimConfig(image_size=224))  # the dataset resolution: boxes of 10-40 px
+    yield e
+    e.close()
+
+
+def test_projected_boxes_match_segmentation(env224):
+    """Ground-truth boxes agree with the rendered segmentation (IoU >= 0.9 where visible)."""
+    env = env224
+    checked = 0
+    for seed in range(8):
+        env.reset(seed=seed, task=FAMILIES[seed % len(FAMILIES)])
+        gt = env.ground_truth()
+        seg = env.render_segmentation(hide_gripper=True)
+        for k in range(len(env.task.objects)):
+            box = _seg_box(seg, k)
+            if not gt["object_visible"][k]:
+                continue
+            assert box is not None, f"seed {seed}: object {k} marked visible but not rendered"
+            assert _iou(box, gt["object_boxes"][k]) >= 0.9, (seed, k, box, gt["object_boxes"][k])
+            checked += 1
+    assert checked >= 25
+
+
+def test_boxes_and_gripper_point_follow_an_expert_episode():
+    with TabletopEnv(SimConfig(image_size=224)) as e:
+        e.reset(seed=4, task="stack")
+        expert = ScriptedExpert(e, 4)
+        ious = []
+        while not expert.done:
+            gt = e.ground_truth()
+            seg = e.render_segmentation(hide_gripper=True)
+            for k in range(len(e.task.objects)):
+                box = _seg_box(seg, k)
+                if gt["object_visible"][k] and box is not None:
+                    ious.append(_iou(box, gt["object_boxes"][k]))
+            action = expert.act()
+            if expert.done:
+                break
+            e.step(action)
+    assert len(ious) > 50
+    assert np.median(ious) >= 0.9 and np.mean(np.array(ious) >= 0.9) > 0.8
+
+
+def test_gripper_point_lies_between_the_rendered_fingertips():
+    with TabletopEnv(SimConfig(image_size=96)) as e:
+        import mujoco
+
+        fingers = None
+        for seed, closed in ((9, False), (10, True)):
+            e.reset(seed=seed, task="pick_place")
+            if closed:
+                e.step([0, 0, -0.03, 0, 0, 0, 0])
+            if fingers is None:
+                fingers = [mujoco.mj_name2id(e.model, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ("finger_left", "finger_right")]
+            r = e._get_renderer()
+            r.enable_segmentation_rendering()
+            r.update_scene(e.data, camera="main")
+            seg = r.render()[..., 0]
+            r.disable_segmentation_rendering()
+            ys, xs = np.nonzero(np.isin(seg, fingers))
+            assert len(xs) > 10
+            x, y = e.ground_truth()["gripper_point"]
+            assert xs.min() - 2 <= x <= xs.max() + 3 and ys.min() - 2 <= y <= ys.max() + 3, (x, y, xs.min(), xs.max(), ys.min(), ys.max())
+            # The fingertip centre is near the fingers' lower ends in the image.
+            assert y >= ys.min() + 0.5 * (ys.max() - ys.min())
