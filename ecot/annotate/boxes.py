@@ -8,6 +8,7 @@ Backends:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -59,6 +60,26 @@ class GroundingDinoConfig:
     device: str = "cpu"
 
 
+_SPECIAL = re.compile(r"\[(?:CLS|SEP|PAD|UNK|MASK)\]")
+
+
+def phrase_for_label(label: str, phrases: Sequence[str]) -> str:
+    """The queried phrase a detected label stands for ("red block" -> "the red block"), else the label.
+
+    Grounding DINO labels are the query tokens above the text threshold, so they can be a part
+    of a phrase or span several; the one phrase that contains the label, or that the label
+    contains, is used as the object's name.
+    """
+    label = clean_text(_SPECIAL.sub(" ", label)).strip(" .").lower()
+    if not label:
+        return ""
+    matches = [p for p in phrases if label in p.lower() or p.lower().strip(" .") in label]
+    if len(matches) == 1:
+        return clean_text(matches[0])
+    exact = [p for p in matches if p.lower().strip(" .") == label]
+    return clean_text(exact[0]) if exact else label
+
+
 class GroundingDinoBoxes:
     """Grounding DINO over every frame. Model and processor may be injected."""
 
@@ -93,7 +114,7 @@ class GroundingDinoBoxes:
         labels = result.get("text_labels") or result.get("labels") or []
         step = []
         for score, label, box in zip(result["scores"].tolist(), labels, result["boxes"].tolist()):
-            name = clean_text(label)
+            name = phrase_for_label(str(label), phrases)
             clipped = clip_box(box, w, h)
             if name and clipped is not None:
                 step.append([round(float(score), 4), name, clipped])

@@ -20,6 +20,7 @@ class ProjectionFit:
     matrix: np.ndarray  # [3, 4]
     inliers: np.ndarray  # [N] bool over the points used for fitting
     rmse: float  # reprojection error on the inliers, pixels
+    model: str = "perspective"  # or "affine"
 
     def project(self, xyz: np.ndarray) -> np.ndarray:
         return project(self.matrix, xyz)
@@ -64,6 +65,27 @@ def dlt(xyz: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return p / np.linalg.norm(p)
 
 
+def _degenerate(xyz: np.ndarray, ratio: float = 0.001) -> bool:
+    """True when the points are (nearly) coplanar or collinear."""
+    s = np.linalg.svd(xyz - xyz.mean(axis=0), compute_uv=False)
+    return s[0] <= 0 or s[2] / s[0] < ratio
+
+
+def fit_affine(xyz: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Least-squares affine camera (a 3×4 projection with last row [0, 0, 0, 1]) from ≥ 4 points."""
+    a = np.concatenate([np.asarray(xyz, dtype=np.float64), np.ones((len(xyz), 1))], axis=1)
+    m, *_ = np.linalg.lstsq(a, np.asarray(uv, dtype=np.float64), rcond=None)
+    return np.concatenate([m.T, [[0.0, 0.0, 0.0, 1.0]]], axis=0)
+
+
+# (name, sample size, solver). Samples are a little larger than minimal (4 and 6 points): robot
+# trajectories are often nearly planar, and exactly-determined fits on near-coplanar points
+# amplify noise. The affine camera (8 DOF) is the stable default; the perspective one (11 DOF)
+# must win clearly on inliers to be chosen.
+MODELS = (("affine", 6, fit_affine), ("perspective", 8, dlt))
+PERSPECTIVE_MARGIN = (1.05, 2)  # perspective wins when inliers > 1.05 * affine inliers + 2
+
+
 def fit_projection(
     xyz: np.ndarray,
     uv: np.ndarray,
@@ -71,7 +93,8 @@ def fit_projection(
     iterations: int = 300,
     seed: int = 0,
 ) -> ProjectionFit:
-    """RANSAC over minimal 6-point samples, then a least-squares refit on the inliers.
+    """RANSAC over minimal samples of an affine and a perspective camera, then a least-squares
+    refit of the winner on its inliers.
 
     ``uv`` may hold NaN rows (frames without a detection): they are ignored. Raises ValueError
     when fewer than 6 usable points remain. Deterministic for a given ``seed``.
@@ -86,31 +109,45 @@ def fit_projection(
         raise ValueError(f"projection fit needs at least {MIN_POINTS} detected points, got {len(idx)}")
     x, u = xyz[idx], uv[idx]
     rng = np.random.default_rng(seed)
-    best = np.zeros(len(idx), dtype=bool)
-    best_err = np.inf
-    for _ in range(iterations):
-        sample = rng.choice(len(idx), size=MIN_POINTS, replace=False)
-        try:
-            p = dlt(x[sample], u[sample])
-        except np.linalg.LinAlgError:
-            continue
+    results = {}
+    for model in MODELS:
+        name, size, solve = model
+        best_key, best_inl = (-1, 0.0), None
+        for _ in range(iterations):
+            sample = rng.choice(len(idx), size=size, replace=False)
+            if _degenerate(x[sample]):
+                continue
+            try:
+                p = solve(x[sample], u[sample])
+            except np.linalg.LinAlgError:
+                continue
+            err = np.linalg.norm(project(p, x) - u, axis=1)
+            inl = err < threshold_px
+            count = int(inl.sum())
+            key = (count, -float(err[inl].mean()) if count else 0.0)
+            if key > best_key:
+                best_key, best_inl = key, inl
+            if count == len(idx):
+                break
+        results[name] = (best_key[0], best_inl, model)
+    affine, perspective = results["affine"], results["perspective"]
+    scale, extra = PERSPECTIVE_MARGIN
+    chosen = perspective if perspective[0] > scale * affine[0] + extra else affine
+    _, best_inl, best_model = chosen
+    if best_inl is None:
+        best_inl = np.ones(len(idx), dtype=bool)
+    name, size, solve = best_model
+    if best_inl.sum() < max(size, MIN_POINTS):
+        best_inl = np.ones(len(idx), dtype=bool)  # no consensus: fall back to all points
+    p = solve(x[best_inl], u[best_inl])
+    for _ in range(2):  # refit on the refit's own inliers
         err = np.linalg.norm(project(p, x) - u, axis=1)
-        inl = err < threshold_px
-        score = inl.sum()
-        if score > best.sum() or (score == best.sum() and score and err[inl].mean() < best_err):
-            best, best_err = inl, float(err[inl].mean()) if score else np.inf
-        if score == len(idx):
+        refined = err < threshold_px
+        if refined.sum() < MIN_POINTS or np.array_equal(refined, best_inl):
             break
-    if best.sum() < MIN_POINTS:
-        best = np.ones(len(idx), dtype=bool)  # no consensus: fall back to all points
-    p = dlt(x[best], u[best])
-    # Refine once more with the inliers of the refit.
+        best_inl = refined
+        p = solve(x[best_inl], u[best_inl])
     err = np.linalg.norm(project(p, x) - u, axis=1)
-    refined = err < threshold_px
-    if refined.sum() >= MIN_POINTS:
-        best = refined
-        p = dlt(x[best], u[best])
-        err = np.linalg.norm(project(p, x) - u, axis=1)
     inliers = np.zeros(len(xyz), dtype=bool)
-    inliers[idx[best]] = True
-    return ProjectionFit(matrix=p, inliers=inliers, rmse=float(np.sqrt(np.mean(err[best] ** 2))))
+    inliers[idx[best_inl]] = True
+    return ProjectionFit(matrix=p, inliers=inliers, rmse=float(np.sqrt(np.mean(err[best_inl] ** 2))), model=name)

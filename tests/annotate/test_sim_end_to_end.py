@@ -65,3 +65,24 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["annotate", str(tmp_path), "--out", str(tmp_path / "o"), "--shard", "3/2"]) == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def test_projection_fit_on_sim_camera_with_noisy_outlying_detections(sim_dataset):
+    """The fit used by the detector backend, on the sim's real camera: noisy points + 25% outliers."""
+    import numpy as np
+
+    from ecot.annotate.gripper import points_from_detections
+    from ecot.data import open_dataset
+
+    ds = open_dataset(sim_dataset)
+    for i in range(len(ds)):
+        ep = ds[i]
+        gt = ep.ground_truth.gripper_points.astype(np.float64)
+        rng = np.random.default_rng(i)
+        det = gt + rng.normal(0, 0.5, gt.shape)
+        bad = rng.choice(len(det), len(det) // 4, replace=False)
+        det[bad] = rng.uniform(0, ep.images.shape[1], (len(bad), 2))
+        points, report = points_from_detections(ep.states, det, threshold_px=2.0)
+        assert report["fit"], report
+        err = np.linalg.norm(points - gt, axis=1)
+        assert err.mean() < 1.0 and err.max() < 2.5, (ep.metadata["task_family"], err.max())
