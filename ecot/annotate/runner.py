@@ -230,26 +230,41 @@ def _run_pool(factory, config: RunConfig, work: WorkDir, pending: list[int], cac
                     in_flight.add(pool.submit(_worker_run, nxt))
 
 
+def _ray_annotate(dataset_dir: str, annotate: dict, out_dir: str, cache: str, index: int):
+    """Body of the Ray task: one dataset + stages per Ray worker process, reused across tasks."""
+    key = (dataset_dir, json.dumps(annotate, sort_keys=True, default=str))
+    if _WORKER.get("key") != key:
+        _WORKER.update(key=key, dataset=open_dataset_dir(dataset_dir),
+                       stages=build_stages(AnnotateConfig(**annotate), cache), work=WorkDir(out_dir))
+    return _annotate_one(_WORKER["dataset"], _WORKER["stages"], _WORKER["work"], index)
+
+
 def _run_ray(config: RunConfig, work: WorkDir, pending: list[int], cache_dir: str):
+    """Episodes as Ray tasks. Joins the cluster at RAY_ADDRESS, or starts a local one with
+    ``workers`` CPUs. Every node must see DATASET_DIR and --out at the same paths (shared storage)."""
     try:
         import ray
     except ImportError as err:
         raise ImportError("--ray needs the 'ray' package: pip install 'ecot[ray]'") from err
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
-
-    @ray.remote
-    def task(dataset_dir: str, annotate: dict, out_dir: str, cache: str, index: int):
-        key = (dataset_dir, json.dumps(annotate, sort_keys=True, default=str))
-        if _WORKER.get("key") != key:  # one dataset + stages per Ray worker process
-            _WORKER.update(key=key, dataset=open_dataset_dir(dataset_dir),
-                           stages=build_stages(AnnotateConfig(**annotate), cache), work=WorkDir(out_dir))
-        return _annotate_one(_WORKER["dataset"], _WORKER["stages"], _WORKER["work"], index)
-
-    refs = [task.remote(config.dataset_dir, config.annotate.to_dict(), str(work.out), cache_dir, i) for i in pending]
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1)
-        yield ray.get(ready[0])
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS") or None
+        kwargs = {} if address else {"num_cpus": config.workers, "include_dashboard": False}
+        ray.init(address=address, log_to_driver=False, **kwargs)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=2)(_ray_annotate)
+        annotate = config.annotate.to_dict()
+        dataset_dir = str(Path(config.dataset_dir).resolve())
+        refs = [task.remote(dataset_dir, annotate, str(work.out.resolve()), cache_dir, i) for i in pending]
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            try:
+                yield ray.get(ready[0])
+            except Exception as err:  # the task's worker died (after Ray's own retries)
+                yield -1, f"ray task failed: {type(err).__name__}: {str(err).splitlines()[0]}", 0
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # ---------------------------------------------------------------------- the run

@@ -86,3 +86,14 @@ def test_projection_fit_on_sim_camera_with_noisy_outlying_detections(sim_dataset
         assert report["fit"], report
         err = np.linalg.norm(points - gt, axis=1)
         assert err.mean() < 1.0 and err.max() < 2.5, (ep.metadata["task_family"], err.max())
+
+
+def test_ray_local_cluster_gives_the_same_bytes(sim_dataset, tmp_path):
+    pytest.importorskip("ray")
+    from ecot.annotate.runner import FEATURES_NAME, RunConfig, run_annotation
+
+    plain = run_annotation(RunConfig(dataset_dir=str(sim_dataset), out_dir=str(tmp_path / "plain"), progress=False))
+    with_ray = run_annotation(RunConfig(dataset_dir=str(sim_dataset), out_dir=str(tmp_path / "ray"), progress=False,
+                                        use_ray=True, workers=2))
+    assert plain.complete and with_ray.complete and with_ray.annotated_now == 4 and not with_ray.failed
+    assert (tmp_path / "ray" / FEATURES_NAME).read_bytes() == (tmp_path / "plain" / FEATURES_NAME).read_bytes()
