@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ecot.sim.scene import COLORS, KINDS, WORKSPACE, ObjectSpec
+from ecot.sim.scene import COLORS, KINDS, WORKSPACE, ObjectSpec, body_height_offset
 
 FAMILIES = ("pick_place", "move_relation", "stack", "push")
 SPLITS = ("seen", "heldout")
@@ -276,6 +276,10 @@ def sample_task(rng: np.random.Generator, family: str, split: str = "seen", num_
             continue
         objects, main, target, relation = sampled
         if not _scene_ok_for_split(split, family, objects, main, target, relation):
+            continue
+        # A task must need doing: reject layouts that already satisfy it.
+        resting = np.array([[o.x, o.y, body_height_offset(o.kind)] for o in objects])
+        if check_success(TaskSpec(family, objects, main, target, relation, "", split), resting, gripper_open=True):
             continue
         instruction = make_instruction(rng, family, objects, main, target, relation)
         return TaskSpec(family, objects, main, target, relation, instruction, split)

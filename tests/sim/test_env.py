@@ -177,3 +177,13 @@ def test_gripper_point_lies_between_the_rendered_fingertips():
             assert xs.min() - 2 <= x <= xs.max() + 3 and ys.min() - 2 <= y <= ys.max() + 3, (x, y, xs.min(), xs.max(), ys.min(), ys.max())
             # The fingertip centre is near the fingers' lower ends in the image.
             assert y >= ys.min() + 0.5 * (ys.max() - ys.min())
+
+
+@pytest.mark.parametrize("split", ["seen", "heldout"])
+def test_tasks_are_not_already_solved_at_reset(split):
+    with TabletopEnv(SimConfig(render=False)) as e:
+        for family in FAMILIES:
+            for seed in range(8):
+                e.reset(seed=seed, task=family, split=split)
+                e.step([0, 0, 0, 0, 0, 0, 1])
+                assert not e.success(), (family, seed, e.task.instruction)
