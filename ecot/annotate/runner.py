@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -84,8 +85,30 @@ def parse_shard(text: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------- files
 
 
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def temp_path(path: Path) -> Path:
+    """Where ``path`` is written before the rename: names this host and process, so that a
+    resumed run removes only the leftovers of dead processes, never a live shard's file."""
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+
+
+def _is_stale(tmp: Path) -> bool:
+    parts = tmp.name.rsplit(".", 3)  # [".name", host, pid, "tmp"]
+    if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
+        return False  # another machine's (or not ours): leave it
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False  # the process is alive
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_path(path)
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
@@ -134,10 +157,12 @@ class WorkDir:
         _write_atomic(self.failure_path(index), json.dumps({"index": index, "error": error, "traceback": trace}))
 
     def clean_temps(self) -> None:
-        for folder in (self.episodes, self.failed):
+        """Remove temporary files a killed run left behind (never a finished result)."""
+        for folder in (self.out, self.episodes, self.failed):
             if folder.exists():
                 for p in folder.glob(".*.tmp"):
-                    p.unlink(missing_ok=True)
+                    if _is_stale(p):
+                        p.unlink(missing_ok=True)
 
 
 def check_run_settings(out: Path, settings: dict) -> None:
@@ -335,7 +360,8 @@ def _load_order(work: WorkDir, n: int) -> tuple[list[tuple[str, int]], list[dict
 def assemble(work: WorkDir, n: int, validate: bool = True) -> Path:
     """Write the features file, the per-step columns and the report from the result files.
 
-    Serialized by a lock (shards may finish together); every output is written atomically.
+    One pass over the results in assembly order feeds both streaming writers. Serialized by a
+    lock (shards may finish together); every output is written atomically.
     """
     from ecot.data.features import FeaturesWriter
 
@@ -345,7 +371,7 @@ def assemble(work: WorkDir, n: int, validate: bool = True) -> Path:
         order, checks = _load_order(work, n)
         seen: dict[tuple[str, str], int] = {}
         path = out / FEATURES_NAME
-        with FeaturesWriter(path) as writer:
+        with FeaturesWriter(path) as writer, StepColumnsWriter(out / STEPS_NAME) as columns:
             for _, index in order:
                 record = json.loads(work.result_path(index).read_text(encoding="utf-8"))
                 key = (record["file_path"], record["episode_id"])
@@ -356,7 +382,7 @@ def assemble(work: WorkDir, n: int, validate: bool = True) -> Path:
                     )
                 seen[key] = index
                 writer.add(record["file_path"], record["episode_id"], record["entry"])
-        write_step_columns(work, order, out / STEPS_NAME)
+                columns.add(index, record)
         if validate:
             from ecot.annotate.validate import validation_report
 
@@ -365,20 +391,26 @@ def assemble(work: WorkDir, n: int, validate: bool = True) -> Path:
     return path
 
 
-def write_step_columns(work: WorkDir, order, path: Path) -> None:
-    """Per-step columns keyed by dataset episode index and frame index."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+STEP_COLUMNS = ("episode_index", "frame_index", "file_path", "episode_id", "reasoning", "move_primitive",
+                "gripper_x", "gripper_y", "bboxes_json", "task", "plan", "subtask", "subtask_reason", "move", "move_reason")
 
-    from ecot.data.features import step_reasoning_text
 
-    cols: dict[str, list] = {k: [] for k in (
-        "episode_index", "frame_index", "file_path", "episode_id", "reasoning", "move_primitive",
-        "gripper_x", "gripper_y", "bboxes_json", "task", "plan", "subtask", "subtask_reason", "move", "move_reason")}
-    for _, index in sorted(order, key=lambda x: x[1]):
-        record = json.loads(work.result_path(index).read_text(encoding="utf-8"))
+class StepColumnsWriter:
+    """Per-step columns (one row per dataset step, keyed by episode and frame index), streamed to
+    parquet in row groups and renamed into place on success."""
+
+    def __init__(self, path: Path, rows_per_group: int = 65536):
+        self.path, self.rows_per_group = path, rows_per_group
+        self.tmp = temp_path(path)
+        self.cols: dict[str, list] = {k: [] for k in STEP_COLUMNS}
+        self.writer = None
+
+    def add(self, index: int, record: dict) -> None:
+        from ecot.data.features import step_reasoning_text
+
         entry = record["entry"]
         feats = entry["features"]
+        cols = self.cols
         for step in range(len(feats["move_primitive"])):
             r = entry["reasoning"].get(str(step), {})
             gx, gy = feats["gripper_position"][step]
@@ -393,10 +425,35 @@ def write_step_columns(work: WorkDir, order, path: Path) -> None:
             cols["bboxes_json"].append(json.dumps(feats["bboxes"][step]))
             for key in ("task", "plan", "subtask", "subtask_reason", "move", "move_reason"):
                 cols[key].append(r.get(key, ""))
-    table = pa.table(cols)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+        if len(cols["frame_index"]) >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({
+            k: pa.array(v, type=pa.int64() if k in ("episode_index", "frame_index", "gripper_x", "gripper_y") else pa.string())
+            for k, v in self.cols.items()
+        })
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
+        self.writer.write_table(table)
+        self.cols = {k: [] for k in STEP_COLUMNS}
+
+    def __enter__(self) -> "StepColumnsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if self.cols["frame_index"] or self.writer is None:
+                self._flush()
+            self.writer.close()
+            os.replace(self.tmp, self.path)
+        else:
+            if self.writer is not None:
+                self.writer.close()
+            self.tmp.unlink(missing_ok=True)
 
 
 def failure_summary(summary: RunSummary, work: WorkDir | None = None) -> str:

@@ -154,3 +154,19 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path, workers
     assert (out / FEATURES_NAME).read_bytes() == want
     results = sorted(p.name for p in (out / "work" / "episodes").iterdir())
     assert results == [f"{i:08d}.json" for i in range(12)]  # no lost, duplicated or temp files
+
+
+def test_resume_removes_only_dead_processes_temp_files(tmp_path):
+    from ecot.annotate.runner import WorkDir, temp_path
+
+    work = WorkDir(tmp_path)
+    work.make()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = temp_path(work.result_path(1))  # this process's own name: alive
+    stale = live.with_name(live.name.replace(f".{os.getpid()}.", f".{dead.pid}."))
+    foreign = live.with_name(live.name.replace(".tmp", "").rsplit(".", 2)[0] + ".otherhost.123.tmp")
+    for p in (live, stale, foreign):
+        p.write_text("partial")
+    work.clean_temps()
+    assert live.exists() and foreign.exists() and not stale.exists()
