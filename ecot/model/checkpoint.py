@@ -194,7 +194,8 @@ def materialize_meta_buffers(model: nn.Module, device: torch.device | str) -> No
         if not any(b is not None and b.is_meta for b in module.buffers(recurse=False)):
             continue
         if hasattr(module, "config") and "Rotary" in type(module).__name__:
-            fresh = type(module)(config=module.config, device=device)
+            with torch.device(device):  # transformers 5 takes no device argument; 4.x computes on the default device
+                fresh = type(module)(config=module.config)
             parent_name, _, leaf = module_name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, leaf, fresh)
         else:

@@ -1,0 +1,51 @@
+"""The tiny Llama-like tokenizer: specials, action ids at the end of the base vocabulary, round trips."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ecot.model.tokenizer import ACTION_CHAR_BASE
+
+ACTION_IDS = st.lists(st.integers(768, 1023), min_size=1, max_size=10)
+# Ordinary text: anything but the private-use planes 15-16 that hold the action characters.
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), max_codepoint=ACTION_CHAR_BASE - 1), max_size=60)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def test_llama_like_specials(tiny_tokenizer):
+    tok = tiny_tokenizer
+    assert tok.vocab_size == 1024 and len(tok) == 1025
+    assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (0, 1, 2, 1024)
+    assert tok.pad_token == "<PAD>"
+    ids = tok("In: go\nOut: TASK: x</s>")["input_ids"]
+    assert ids[0] == 1 and ids[-1] == 2 and ids.count(1) == 1
+
+
+@SETTINGS
+@given(ids=ACTION_IDS)
+def test_action_ids_round_trip_alone_and_in_training_text(tiny_tokenizer, ids):
+    tok = tiny_tokenizer
+    text = tok.decode(ids)
+    assert tok(text, add_special_tokens=False)["input_ids"] == ids
+    full = tok("TASK: move up. ACTION: " + text + "</s>")["input_ids"]
+    assert full[-len(ids) - 1 :] == ids + [tok.eos_token_id]
+
+
+@SETTINGS
+@given(text=TEXT)
+def test_ordinary_text_never_yields_action_ids_and_round_trips(tiny_tokenizer, text):
+    tok = tiny_tokenizer
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert all(i < 1024 - 256 for i in ids)
+    assert tok.decode(ids) == text
+
+
+def test_saved_tokenizer_reloads_identically(tiny_tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    tiny_tokenizer.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    sample = "A chat. USER: What action should the robot take to pick? ASSISTANT: TASK: x ACTION: " + tiny_tokenizer.decode([800, 900])
+    assert again(sample)["input_ids"] == tiny_tokenizer(sample)["input_ids"]
+    assert again.vocab_size == 1024 and again.pad_token_id == 1024
