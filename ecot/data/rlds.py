@@ -259,6 +259,7 @@ class RLDSDataset:
             raise IndexError(f"step {t} out of range for episode {i} of length {len(kept)}")
         meta = self._metadata(i, ex)
         return {
+            "raw_step_offset": int(kept[0]),  # 1 with the Bridge transform: frame t was raw step t + 1
             "image": _decode(ex[self._image_key][kept[t]]),
             "state": states[t],
             "action": actions[t],

@@ -262,6 +262,7 @@ def test_rlds_bridge_transform_option(rlds_dir):
         np.testing.assert_allclose(got.actions, want.actions, atol=1e-7)
         assert ds.episode_length(i) == len(ep) - 2
         np.testing.assert_allclose(ds.step(i, 0)["action"], want.actions[0], atol=1e-7)
+        assert ds.step(i, 0)["raw_step_offset"] == 1 and got.metadata["raw_step_offset"] == 1
 
 
 def test_rlds_jpeg_images_and_errors(tmp_path):
