@@ -57,6 +57,7 @@ class GroundingDinoConfig:
     model: str = "IDEA-Research/grounding-dino-tiny"
     box_threshold: float = 0.3
     text_threshold: float = 0.25
+    batch_size: int = 8
     device: str = "cpu"
 
 
@@ -97,34 +98,43 @@ class GroundingDinoBoxes:
             self.processor = AutoProcessor.from_pretrained(self.config.model)
 
     def detect(self, image: np.ndarray, phrases: Sequence[str]) -> StepBoxes:
+        return self.detect_batch(image[None], phrases)[0]
+
+    def detect_batch(self, images: np.ndarray, phrases: Sequence[str]) -> list[StepBoxes]:
+        """Boxes of a batch of same-sized images, all queried with the same phrases."""
         import torch
         from PIL import Image
 
         self._load()
-        h, w = image.shape[:2]
+        h, w = images.shape[1:3]
         # Grounding DINO reads one lower-case prompt with phrases separated by " . ".
         text = " . ".join(p.lower().strip(" .") for p in phrases if p.strip()) + " ."
-        inputs = self.processor(images=Image.fromarray(image), text=text, return_tensors="pt").to(self.config.device)
+        inputs = self.processor(images=[Image.fromarray(img) for img in images], text=[text] * len(images),
+                                return_tensors="pt").to(self.config.device)
         with torch.no_grad():
             outputs = self.model(**inputs)
-        result = self.processor.post_process_grounded_object_detection(
+        results = self.processor.post_process_grounded_object_detection(
             outputs, inputs["input_ids"], threshold=self.config.box_threshold,
-            text_threshold=self.config.text_threshold, target_sizes=[(h, w)],
-        )[0]
-        labels = result.get("text_labels") or result.get("labels") or []
-        step = []
-        for score, label, box in zip(result["scores"].tolist(), labels, result["boxes"].tolist()):
-            name = phrase_for_label(str(label), phrases)
-            clipped = clip_box(box, w, h)
-            if name and clipped is not None:
-                step.append([round(float(score), 4), name, clipped])
-        step.sort(key=lambda item: (-item[0], item[1], item[2]))
-        return step
+            text_threshold=self.config.text_threshold, target_sizes=[(h, w)] * len(images),
+        )
+        out = []
+        for result in results:
+            labels = result.get("text_labels") or result.get("labels") or []
+            step = []
+            for score, label, box in zip(result["scores"].tolist(), labels, result["boxes"].tolist()):
+                name = phrase_for_label(str(label), phrases)
+                clipped = clip_box(box, w, h)
+                if name and clipped is not None:
+                    step.append([round(float(score), 4), name, clipped])
+            step.sort(key=lambda item: (-item[0], item[1], item[2]))
+            out.append(step)
+        return out
 
     def boxes(self, episode: Episode, phrases: Sequence[str] = ()) -> list[StepBoxes]:
         if not phrases:
             raise ValueError("grounding-dino boxes need object phrases (from the caption stage); got none")
-        return [self.detect(img, phrases) for img in episode.images]
+        b = max(1, self.config.batch_size)
+        return [step for i in range(0, len(episode), b) for step in self.detect_batch(episode.images[i : i + b], phrases)]
 
 
 def make_boxes_backend(name: str, **kwargs: Any):

@@ -70,6 +70,7 @@ class DetectorGripperConfig:
     query: str = "a robot gripper"
     score_threshold: float = 0.1
     fit_threshold_px: float = 6.0
+    batch_size: int = 8
     device: str = "cpu"
 
 
@@ -98,37 +99,49 @@ class DetectorGripper:
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         """The gripper's pixel in one image, NaN when nothing scores above the threshold."""
+        return self.detect_batch(image[None])[0]
+
+    def detect_batch(self, images: np.ndarray) -> np.ndarray:
+        """[B, 2] gripper pixels of a batch of images (rows of NaN where nothing was detected)."""
         import torch
         from PIL import Image
 
         self._load()
-        pil = Image.fromarray(image)
-        h, w = image.shape[:2]
-        inputs = self.detector_processor(text=[[self.config.query]], images=pil, return_tensors="pt")
+        pils = [Image.fromarray(img) for img in images]
+        h, w = images.shape[1:3]
+        inputs = self.detector_processor(text=[[self.config.query]] * len(pils), images=pils, return_tensors="pt")
         with torch.no_grad():
             outputs = self.detector(**inputs.to(self.config.device))
-        result = self.detector_processor.post_process_grounded_object_detection(
-            outputs, threshold=self.config.score_threshold, target_sizes=[(h, w)]
-        )[0]
-        if len(result["scores"]) == 0:
-            return np.array([np.nan, np.nan])
-        box = result["boxes"][int(result["scores"].argmax())].tolist()
-        if self.segmenter is None:
-            return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-        sam_in = self.segmenter_processor(images=pil, input_boxes=[[box]], return_tensors="pt")
+        results = self.detector_processor.post_process_grounded_object_detection(
+            outputs, threshold=self.config.score_threshold, target_sizes=[(h, w)] * len(pils)
+        )
+        points = np.full((len(pils), 2), np.nan)
+        boxes: dict[int, list[float]] = {}
+        for i, result in enumerate(results):
+            if len(result["scores"]):
+                box = result["boxes"][int(result["scores"].argmax())].tolist()
+                boxes[i] = box
+                points[i] = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]  # box centre unless SAM refines it
+        if self.segmenter is None or not boxes:
+            return points
+        found = sorted(boxes)
+        sam_in = self.segmenter_processor(images=[pils[i] for i in found], input_boxes=[[boxes[i]] for i in found],
+                                          return_tensors="pt")
         with torch.no_grad():
             sam_out = self.segmenter(**sam_in.to(self.config.device))
         masks = self.segmenter_processor.post_process_masks(
             sam_out.pred_masks.cpu(), sam_in["original_sizes"].cpu(), sam_in["reshaped_input_sizes"].cpu()
-        )[0][0]  # [num_masks, H, W] for the one box
-        best = int(sam_out.iou_scores[0, 0].argmax())
-        ys, xs = np.nonzero(masks[best].numpy())
-        if len(xs) == 0:
-            return np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
-        return np.array([xs.mean(), ys.mean()])
+        )
+        for j, i in enumerate(found):
+            best = int(sam_out.iou_scores[j, 0].argmax())
+            ys, xs = np.nonzero(masks[j][0, best].numpy())  # the one box's best mask
+            if len(xs):
+                points[i] = [xs.mean(), ys.mean()]
+        return points
 
     def points(self, episode: Episode) -> np.ndarray:
-        detections = np.stack([self.detect(img) for img in episode.images])
+        b = max(1, self.config.batch_size)
+        detections = np.concatenate([self.detect_batch(episode.images[i : i + b]) for i in range(0, len(episode), b)])
         points, self.last_report = points_from_detections(episode.states, detections, self.config.fit_threshold_px)
         return points
 

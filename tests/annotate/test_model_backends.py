@@ -60,11 +60,16 @@ def test_detector_gripper_code_path():
     sam, sam_proc = tiny_sam()
     backend = DetectorGripper(DetectorGripperConfig(score_threshold=-1.0), detector=det, detector_processor=det_proc,
                               segmenter=sam, segmenter_processor=sam_proc)
-    episode = pick_place_episode(seed=0, steps_per_leg=2)
-    episode.images[:] = np.random.default_rng(0).integers(0, 255, episode.images.shape, dtype=np.uint8)
+    full = pick_place_episode(seed=0, steps_per_leg=2)
+    keep = slice(0, 9)  # enough frames (≥ 6) for the projection fit, few enough to stay fast
+    episode = type(full)(images=np.random.default_rng(0).integers(0, 255, full.images[keep].shape, dtype=np.uint8),
+                         states=full.states[keep], actions=full.actions[keep], instruction=full.instruction)
     one = backend.detect(episode.images[0])
     assert one.shape == (2,) and np.isfinite(one).all()
     assert 0 <= one[0] <= IMAGE and 0 <= one[1] <= IMAGE
+    batch = backend.detect_batch(episode.images[:3])
+    assert np.allclose(batch[0], one)  # batching does not change a frame's answer
+    backend.config.batch_size = 4  # 9 frames: batches of 4, 4, 1
     points = backend.points(episode)
     assert points.shape == (len(episode), 2) and np.isfinite(points).all()
     assert backend.last_report["detected"] == len(episode)
@@ -99,6 +104,8 @@ def test_grounding_dino_code_path(tmp_path):
     for score, name, (x0, y0, x1, y1) in step:
         assert 0.0 <= score <= 1.0 and name and "[SEP]" not in name and "@" not in name
         assert 0 <= x0 < x1 <= 39 and 0 <= y0 < y1 <= 47
+    batch = backend.detect_batch(np.stack([image, image[::-1]]), ["the red block", "the blue bowl"])
+    assert len(batch) == 2 and [s for s, _, _ in batch[0]] == pytest.approx([s for s, _, _ in step], abs=1e-3)
     with pytest.raises(ValueError, match="phrases"):
         backend.boxes(pick_place_episode(0), [])
 
@@ -128,3 +135,38 @@ def test_projection_fills_noisy_detections_for_any_backend():
     few[:3] = truth[:3]
     points, report = points_from_detections(episode.states, few)
     assert not report["fit"] and report["detected"] == 3
+
+
+def test_transformers_captioner_code_path():
+    """Any AutoModelForImageTextToText + processor with a chat template (here a tiny LLaVA)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
+                              PreTrainedTokenizerFast)
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from ecot.annotate.captions import TransformersCaptioner, TransformersCaptionerConfig
+
+    words = ["<pad>", "<s>", "</s>", "<unk>", "<image>", "user", "assistant", ":", "the", "red", "block", ",", "blue", "bowl"]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                  unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+    template = ("{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}{% if c['type'] == 'image' %}<image> "
+                "{% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}{% if add_generation_prompt %}assistant : {% endif %}")
+    processor = LlavaProcessor(image_processor=CLIPImageProcessorPil(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}),
+                               tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", chat_template=template,
+                               num_additional_image_tokens=1)
+    torch.manual_seed(0)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       image_size=16, patch_size=8),
+        text_config=LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                                bos_token_id=1, eos_token_id=2, pad_token_id=0),
+        image_token_index=4, vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    captioner = TransformersCaptioner(TransformersCaptionerConfig(max_new_tokens=6),
+                                      model=LlavaForConditionalGeneration(cfg).eval(), processor=processor)
+    caption, phrases = captioner.caption(pick_place_episode(0))
+    assert caption.startswith("a robot arm over a table")
+    assert all(set(p.split()) <= set(words) for p in phrases)
