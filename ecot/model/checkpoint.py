@@ -314,5 +314,19 @@ def save_vla(model: nn.Module, path: str | Path, max_shard_size: int | str = "5G
         os.replace(staging / shard_name, path / shard_name)
     os.replace(staging / INDEX_FILE, path / INDEX_FILE)
     staging.rmdir()
-    model.config.save_pretrained(path)
+    _config_with_saved_dtype(model.config, state).save_pretrained(path)
     return path
+
+
+def _config_with_saved_dtype(config: VLAConfig, state: dict[str, torch.Tensor]) -> VLAConfig:
+    """The config to write: ``torch_dtype`` says what the shards hold (as transformers does)."""
+    import dataclasses
+
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) != 1:
+        return config
+    name = str(dtypes.pop()).removeprefix("torch.")
+    text_config = dict(config.text_config)
+    if "torch_dtype" in text_config:
+        text_config["torch_dtype"] = name
+    return dataclasses.replace(config, torch_dtype=name, text_config=text_config)

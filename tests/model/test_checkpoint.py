@@ -153,3 +153,12 @@ def test_quantized_loading_needs_bitsandbytes(tiny_checkpoint):
             VLA.from_pretrained(tiny_checkpoint, load_in_4bit=True, progress=False)
     else:
         pytest.skip("bitsandbytes is installed; the 4-bit path needs a CUDA GPU to test")
+
+
+def test_saved_config_records_the_weights_dtype(tiny_checkpoint, tmp_path):
+    model = VLA.from_pretrained(tiny_checkpoint, dtype=torch.bfloat16, progress=False)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["torch_dtype"] == "bfloat16" and saved["text_config"]["torch_dtype"] == "bfloat16"
+    assert json.loads((tiny_checkpoint / "config.json").read_text())["torch_dtype"] == "float32"
+    assert {p.dtype for p in VLA.from_pretrained(tmp_path, progress=False).parameters()} == {torch.bfloat16}

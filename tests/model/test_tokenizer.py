@@ -38,7 +38,8 @@ def test_ordinary_text_never_yields_action_ids_and_round_trips(tiny_tokenizer, t
     tok = tiny_tokenizer
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert all(i < 1024 - 256 for i in ids)
-    assert tok.decode(ids) == text
+    # Like Llama's fast tokenizer, decoding drops one leading space (the word-boundary marker).
+    assert tok.decode(ids) == (text[1:] if text.startswith(" ") else text)
 
 
 def test_saved_tokenizer_reloads_identically(tiny_tokenizer, tmp_path):
