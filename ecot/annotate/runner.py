@@ -236,23 +236,25 @@ def _run_pool(factory, config: RunConfig, work: WorkDir, pending: list[int], cac
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=_worker_init,
                              initargs=(factory, config.annotate, str(work.out), cache_dir)) as pool:
-        # Keep a bounded number in flight so that results land in index order roughly.
+        # A bounded number in flight: results land roughly in index order, memory stays flat.
         it = iter(pending)
-        in_flight = set()
+        in_flight: dict[Any, int] = {}
         for index in it:
-            in_flight.add(pool.submit(_worker_run, index))
+            in_flight[pool.submit(_worker_run, index)] = index
             if len(in_flight) >= 2 * config.workers:
                 break
         while in_flight:
-            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             for fut in finished:
+                index = in_flight.pop(fut)
                 try:
                     yield fut.result()
-                except Exception as err:  # the worker process itself died
-                    yield -1, f"worker died: {type(err).__name__}: {err}", 0
+                except Exception as err:  # the worker process itself died (e.g. out of memory)
+                    yield index, f"worker died: {type(err).__name__}: {err}", 0
+                    return  # the pool is broken; the summary lists what is left and a re-run resumes
                 nxt = next(it, None)
                 if nxt is not None:
-                    in_flight.add(pool.submit(_worker_run, nxt))
+                    in_flight[pool.submit(_worker_run, nxt)] = nxt
 
 
 def _ray_annotate(dataset_dir: str, annotate: dict, out_dir: str, cache: str, index: int):
@@ -280,13 +282,14 @@ def _run_ray(config: RunConfig, work: WorkDir, pending: list[int], cache_dir: st
         task = ray.remote(num_cpus=1, max_retries=2)(_ray_annotate)
         annotate = config.annotate.to_dict()
         dataset_dir = str(Path(config.dataset_dir).resolve())
-        refs = [task.remote(dataset_dir, annotate, str(work.out.resolve()), cache_dir, i) for i in pending]
+        refs = {task.remote(dataset_dir, annotate, str(work.out.resolve()), cache_dir, i): i for i in pending}
         while refs:
-            ready, refs = ray.wait(refs, num_returns=1)
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            index = refs.pop(ready[0])
             try:
                 yield ray.get(ready[0])
             except Exception as err:  # the task's worker died (after Ray's own retries)
-                yield -1, f"ray task failed: {type(err).__name__}: {str(err).splitlines()[0]}", 0
+                yield index, f"ray task failed: {type(err).__name__}: {str(err).splitlines()[0]}", 0
     finally:
         if started:
             ray.shutdown()

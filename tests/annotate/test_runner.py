@@ -113,7 +113,7 @@ SCRIPT = textwrap.dedent(
 
     class Slow(SyntheticDataset):
         def __getitem__(self, i):
-            time.sleep(0.03)
+            time.sleep(0.05)
             return super().__getitem__(i)
 
     out, workers = sys.argv[1], int(sys.argv[2])
@@ -139,18 +139,30 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path, workers
     want = (clean / FEATURES_NAME).read_bytes()
 
     out = tmp_path / "killed"
+    episodes = out / "work" / "episodes"
     rng = random.Random(workers)
     kills = 0
-    for _ in range(3):
+    for round_ in range(3):
+        done = len(list(episodes.glob("*.json"))) if episodes.exists() else 0
+        # Kill once a random number of further episodes is finished (round 0: at a random time,
+        # possibly before the first one), so that every kill lands mid-run.
+        target = rng.randint(min(done + 1, 11), 11)
         proc = _spawn(script, out, workers)
-        time.sleep(rng.uniform(0.4, 1.6))
+        deadline = time.monotonic() + 60
+        if round_ == 0:
+            time.sleep(rng.uniform(0.2, 1.0))
+        else:
+            while proc.poll() is None and time.monotonic() < deadline:
+                if episodes.exists() and len(list(episodes.glob("*.json"))) >= target:
+                    break
+                time.sleep(0.005)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group: workers die too
             kills += 1
         proc.wait(timeout=60)
     proc = _spawn(script, out, workers)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
-    assert kills >= 1
+    assert kills >= 2
     assert (out / FEATURES_NAME).read_bytes() == want
     results = sorted(p.name for p in (out / "work" / "episodes").iterdir())
     assert results == [f"{i:08d}.json" for i in range(12)]  # no lost, duplicated or temp files
