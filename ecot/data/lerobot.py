@@ -232,8 +232,11 @@ class LeRobotWriter:
 
     # ---------------------------------------------------------------- writing
 
-    def add_episode(self, episode: Episode) -> int:
-        """Write ``episode`` as the next episode; returns its index."""
+    def add_episode(self, episode: Episode, pngs: list[bytes] | None = None) -> int:
+        """Write ``episode`` as the next episode; returns its index.
+
+        ``pngs``: the frames already PNG-encoded (e.g. by a worker process), else encoded here.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -253,7 +256,10 @@ class LeRobotWriter:
         task_index = self._tasks.get(instruction, len(self._tasks))
         t = len(episode)
         cols: OrderedDict[str, Any] = OrderedDict()
-        pngs = [encode_png(img, self.png_compress_level) for img in episode.images]
+        if pngs is None:
+            pngs = [encode_png(img, self.png_compress_level) for img in episode.images]
+        elif len(pngs) != t:
+            raise ValueError(f"got {len(pngs)} encoded frames for an episode of {t} steps")
         cols[IMAGE_KEY] = pa.array([{"bytes": b, "path": f"frame_{i:06d}.png"} for i, b in enumerate(pngs)],
                                    type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
         cols[STATE_KEY] = _fixed_list(episode.states)

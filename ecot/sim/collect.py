@@ -131,7 +131,9 @@ def _collect_one(args: tuple) -> Any:
         if episode.metadata["success"]:
             break
     episode.metadata["episode_id"] = str(index)
-    return episode
+    from ecot.data.lerobot import encode_png
+
+    return episode, [encode_png(img) for img in episode.images]  # encode in the worker, in parallel
 
 
 def collect(out: str | Path, config: CollectConfig | None = None, progress: bool = True, **overrides) -> dict[str, Any]:
@@ -170,12 +172,15 @@ def collect(out: str | Path, config: CollectConfig | None = None, progress: bool
         else:
             import multiprocessing as mp
 
+            from ecot.sim._gl import ensure_gl_backend
+
+            ensure_gl_backend()  # probe once here; the workers inherit MUJOCO_GL
             pool = mp.get_context("spawn").Pool(config.workers, initializer=_worker_init,
                                                 initargs=(config.image_size, config.max_steps))
             results = pool.imap(_collect_one, jobs)  # ordered: episodes are written in index order
         try:
-            for episode in results:
-                writer.add_episode(episode)
+            for episode, pngs in results:
+                writer.add_episode(episode, pngs)
                 successes += bool(episode.metadata["success"])
                 bar.update(1)
         finally:
