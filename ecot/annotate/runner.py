@@ -305,8 +305,9 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
     dataset = factory()
     n = len(dataset) if config.limit is None else min(len(dataset), config.limit)
     out = Path(config.out_dir)
-    settings = {"dataset_dir": str(Path(config.dataset_dir).resolve()), "episodes": n,
-                "annotate": config.annotate.to_dict()}
+    # What the results depend on (not --limit, --workers, shards or where the LLM cache lives).
+    annotate = {k: v for k, v in config.annotate.to_dict().items() if k != "llm_cache"}
+    settings = {"dataset_dir": str(Path(config.dataset_dir).resolve()), "annotate": annotate}
     check_run_settings(out, settings)
     work = WorkDir(out)
     work.make()

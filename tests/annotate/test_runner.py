@@ -99,7 +99,9 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
     run(tmp_path, n=2)
     with pytest.raises(ValueError, match="other settings"):
-        run(tmp_path, n=3)
+        run(tmp_path, n=2, annotate=AnnotateConfig(reasoning="openai", llm_base_url="http://127.0.0.1:9/v1"))
+    more = run(tmp_path, n=3)  # a larger dataset / --limit resumes and only adds the new episode
+    assert more.annotated_now == 1 and more.complete
     with pytest.raises(ValueError, match="unknown reasoning backend"):
         AnnotateConfig(reasoning="gpt")
 
