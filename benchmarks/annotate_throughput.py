@@ -141,6 +141,22 @@ def main() -> None:
             }
         identical = (tmp / "out1" / "embodied_features.json").read_bytes() == (tmp / "out2" / "embodied_features.json").read_bytes()
 
+        # LLM backend against a local OpenAI-protocol server that answers instantly: the cost of
+        # prompting, HTTP, strict parsing and caching (a real model adds its own latency).
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "annotate"))
+        from annotate_llm_server import ScriptedLLMServer
+
+        with ScriptedLLMServer() as server:
+            llm = AnnotateConfig(reasoning="openai", llm_model="bench", llm_base_url=server.url + "/v1")
+            start = time.perf_counter()
+            summary = run_annotation(RunConfig(dataset_dir=str(root), out_dir=str(tmp / "llm"), progress=False, annotate=llm))
+            secs = time.perf_counter() - start
+            assert summary.complete and not summary.failed
+            requests = len(server.requests)
+        end_to_end["openai_backend_local_instant_server"] = {
+            "seconds": round(secs, 3), "steps_per_second": round(steps / secs, 1), "requests": requests,
+        }
+
         write_result("annotate_throughput", {
             "dataset": {"episodes": len(episodes), "steps": steps, "image_size": int(episodes[0].images.shape[1])},
             "primitives_plus_template": {
