@@ -181,3 +181,20 @@ def test_parser_rejects_garbage_with_its_own_error(text, n):
         parse_reasoning_answer(text, n)
     except ReasoningParseError as err:
         assert str(err)
+
+
+def test_cli_with_llm_flags(server, sim_dataset, tmp_path, monkeypatch, capsys):
+    from ecot.cli import main
+    from ecot.data.features import iter_reasoning_strings
+
+    monkeypatch.setenv("MY_LLM_KEY", "secret-key")
+    out = tmp_path / "out"
+    server.script = [{"status": 429, "headers": {"Retry-After": "0"}}]
+    code = main(["annotate", str(sim_dataset), "--out", str(out), "--no-progress", "--reasoning", "openai",
+                 "--llm-model", "my-model", "--llm-base-url", server.url + "/v1", "--llm-api-key-env", "MY_LLM_KEY"])
+    assert code == 0, capsys.readouterr().err
+    assert all(r["headers"]["authorization"] == "Bearer secret-key" for r in server.requests)
+    assert {r["body"]["model"] for r in server.requests} == {"my-model"}
+    assert len(server.requests) == 5  # 4 episodes + one 429 retried
+    assert len(list(iter_reasoning_strings(out / "embodied_features.json"))) > 0
+    assert len(list((out / "llm_cache").rglob("*.json"))) == 4

@@ -9,15 +9,6 @@ import pytest
 pytest.importorskip("ecot.sim.env")  # picks a headless GL backend before mujoco loads
 
 
-@pytest.fixture(scope="session")
-def sim_dataset(tmp_path_factory):
-    from ecot.sim.collect import CollectConfig, collect
-
-    root = tmp_path_factory.mktemp("annotate_sim") / "ds"
-    collect(root, CollectConfig(episodes=4, image_size=64, max_steps=60), progress=False)  # one per family
-    return root
-
-
 def test_cli_annotates_every_step(sim_dataset, tmp_path, capsys):
     from ecot.cli import main
     from ecot.data import open_dataset

@@ -94,3 +94,44 @@ def test_at_sign_is_sanitized(stages):
     episode.instruction = "put the block @ the bowl"
     entry = annotate_episode(episode, stages)
     assert all("@" not in v for r in entry["reasoning"].values() for v in r.values())
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40),
+    st.sampled_from(["pick_place", "stack", "move_relation", "push", "pick", "unknown_family", ""]),
+    st.lists(st.booleans(), min_size=1, max_size=40),
+    st.integers(0, 2**31 - 1),
+)
+def test_any_episode_gets_complete_ordered_reasoning(t, family, gripper, seed):
+    from ecot.annotate.template import template_reasoning
+    from ecot.data.episode import Episode, GroundTruth
+
+    rng = np.random.default_rng(seed)
+    open_track = np.resize(np.array(gripper), t)
+    states = np.cumsum(rng.normal(0, 0.03, (t, 7)), axis=0).astype(np.float32)
+    states[:, 6] = open_track
+    names = ["the red block", "the blue bowl"]
+    boxes = np.sort(rng.uniform(0, 32, (t, 2, 4)), axis=-1).astype(np.float32)[..., [0, 2, 1, 3]]
+    gt = GroundTruth(object_names=names, object_boxes=boxes, object_visible=rng.random((t, 2)) > 0.3,
+                     object_poses=rng.normal(0, 0.1, (t, 2, 7)), gripper_points=rng.uniform(0, 32, (t, 2)),
+                     gripper_visible=np.ones(t, bool), gripper_open=open_track)
+    meta = {"task": {"family": family, "object": names[0], "target": names[1]}} if family else {}
+    episode = Episode(images=np.zeros((t, 32, 32, 3), np.uint8), states=states, actions=np.zeros((t, 7)),
+                      instruction="do the task", metadata=meta, ground_truth=gt)
+    from ecot.annotate.boxes import GroundTruthBoxes
+
+    primitives = [d for d, _ in label_trajectory(states)]
+    reasoning = template_reasoning(episode, primitives, gt.gripper_points, GroundTruthBoxes().boxes(episode))
+    assert list(reasoning) == [str(i) for i in range(t)]
+    plan = reasoning["0"]["plan"].split(", ")
+    positions = []
+    for i in range(t):
+        r = reasoning[str(i)]
+        assert all(r[k] for k in FIELDS) and not any("@" in r[k] for k in FIELDS)
+        positions.append(plan.index(r["subtask"]))
+    assert positions == sorted(positions)
