@@ -114,8 +114,7 @@ class ScriptedLLMServer:
         if "raw" in item:
             handler._send(200, None, raw=item["raw"])
             return
-        prompt = body["contents"][0]["parts"][0]["text"]
-        text = item["text"] if "text" in item else valid_answer(prompt)
+        text = item["text"] if "text" in item else valid_answer(body["contents"][0]["parts"][0]["text"])
         handler._send(200, {
             "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
                             "finishReason": "MAX_TOKENS" if item.get("truncated") else "STOP", "index": 0}],

@@ -126,16 +126,30 @@ def test_openai_malformed_http_body_is_retried(server):
     assert sleeps == [0.5]
 
 
-def test_image_parts_reach_the_server(server):
-    from ecot.annotate.captions import ChatCaptioner
+@pytest.mark.parametrize("kind", ["openai", "gemini"])
+def test_image_parts_reach_the_server(server, kind):
+    import base64
+
+    from ecot.annotate.captions import ChatCaptioner, png_bytes
 
     from annotate_synthetic import pick_place_episode
 
+    episode = pick_place_episode(0)
     server.script = [{"text": "the red block, the blue bowl and the table."}]
-    caption, phrases = ChatCaptioner(make_client("openai", server, [])).caption(pick_place_episode(0))
+    caption, phrases = ChatCaptioner(make_client(kind, server, [])).caption(episode)
     assert phrases == ["the red block", "the blue bowl", "the table"]
-    parts = server.requests[0]["body"]["messages"][0]["content"]
-    assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert caption == "a robot arm over a table with the red block, the blue bowl and the table"
+    body = server.requests[0]["body"]
+    if kind == "openai":
+        part = body["messages"][0]["content"][0]
+        assert part["type"] == "image_url"
+        data = part["image_url"]["url"].removeprefix("data:image/png;base64,")
+    else:
+        part = body["contents"][0]["parts"][0]
+        inline = part.get("inlineData") or part.get("inline_data")
+        assert inline["mimeType" if "mimeType" in inline else "mime_type"] == "image/png"
+        data = inline["data"]
+    assert base64.b64decode(data) == png_bytes(episode.images[0])
 
 
 def test_end_to_end_run_with_openai_backend(server, tmp_path):
