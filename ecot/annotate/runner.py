@@ -181,6 +181,16 @@ def check_run_settings(out: Path, settings: dict) -> None:
         _write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
 
 
+def check_ground_truth(dataset, annotate: AnnotateConfig) -> None:
+    """Fail before any work when a 'gt' backend meets a dataset that has no ground truth."""
+    gt_stages = [name for name in ("gripper", "boxes", "captions") if getattr(annotate, name) == "gt"]
+    if gt_stages and getattr(dataset, "has_ground_truth", True) is False:
+        raise ValueError(
+            f"the dataset has no ground truth (only sim data has it), but the {', '.join(gt_stages)} stage(s) use the "
+            "'gt' backend; choose model backends, e.g. --gripper detector --boxes grounding-dino --captions openai"
+        )
+
+
 # ---------------------------------------------------------------------- per-episode work
 
 _WORKER: dict[str, Any] = {}
@@ -304,6 +314,7 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
     factory = dataset_factory or (lambda: open_dataset_dir(config.dataset_dir))
     dataset = factory()
     n = len(dataset) if config.limit is None else min(len(dataset), config.limit)
+    check_ground_truth(dataset, config.annotate)
     out = Path(config.out_dir)
     # What the results depend on (not --limit, --workers, shards or where the LLM cache lives).
     annotate = {k: v for k, v in config.annotate.to_dict().items() if k != "llm_cache"}

@@ -184,3 +184,12 @@ def test_resume_removes_only_dead_processes_temp_files(tmp_path):
         p.write_text("partial")
     work.clean_temps()
     assert live.exists() and foreign.exists() and not stale.exists()
+
+
+def test_dataset_without_ground_truth_fails_fast(tmp_path):
+    class NoGT(SyntheticDataset):
+        has_ground_truth = False
+
+    config = RunConfig(dataset_dir="synthetic", out_dir=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="--gripper detector"):
+        run_annotation(config, lambda: NoGT(n=2))
