@@ -97,7 +97,11 @@ def wrap(model: nn.Module, strategy: str, info: DistInfo) -> nn.Module:
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+        # find_unused_parameters: the ViTs read features from their second-to-last block, so the
+        # last block (and SigLIP's attention pool) never get gradients.
+        return DistributedDataParallel(
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None, find_unused_parameters=True
+        )
     if strategy == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard

@@ -172,10 +172,25 @@ class Trainer:
         self.model_cls = type(model)
         self.model_config = model.config
         self.step = 0
-        self.resume_from = ckpt.latest_checkpoint(self.out_dir) if config.resume else None
+        self._check_same_tokenizer()
+        self.resume_from = dist_utils.broadcast_object(
+            self.info, ckpt.latest_checkpoint(self.out_dir) if config.resume else None
+        )
         self._prepare(model)
 
     # ------------------------------------------------------------------ setup
+
+    def _check_same_tokenizer(self) -> None:
+        """Every rank must have built the same tokenizer (tiny presets train one per process)."""
+        if not self.info.distributed:
+            return
+        import hashlib
+
+        backend = getattr(self.processor.tokenizer, "backend_tokenizer", None)
+        text = backend.to_str() if backend is not None else repr(sorted(self.processor.tokenizer.get_vocab().items()))
+        mine = hashlib.sha256(text.encode()).hexdigest()
+        if dist_utils.broadcast_object(self.info, mine) != mine:
+            raise RuntimeError(f"rank {self.info.rank} built a different tokenizer than rank 0; load one saved tokenizer on every rank")
 
     @property
     def precision(self) -> str:
