@@ -13,6 +13,7 @@ servos, so ``state[t+1][:6] - state[t][:6]`` is ``action[t][:6]`` up to small tr
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,7 +268,14 @@ class TabletopEnv:
     def _get_renderer(self) -> mujoco.Renderer:
         if self._renderer is None:
             size = self.config.image_size
-            self._renderer = mujoco.Renderer(self.model, size, size)
+            try:
+                self._renderer = mujoco.Renderer(self.model, size, size)
+            except Exception as err:  # mujoco.FatalError and GL import errors
+                raise RuntimeError(
+                    f"MuJoCo could not create an offscreen OpenGL context (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r}): "
+                    f"{err}. Set MUJOCO_GL=egl or MUJOCO_GL=osmesa before anything imports mujoco "
+                    "(import ecot.sim.env first), and install libegl1 or libosmesa6."
+                ) from err
         return self._renderer
 
     def _observation(self) -> dict[str, np.ndarray]:

@@ -57,7 +57,10 @@ def _example_classes():
     msg("Example", [("features", 1, T.TYPE_MESSAGE, opt, ".tensorflow.Features", None)])
     pool = descriptor_pool.DescriptorPool()
     pool.Add(f)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.Example"))
+    descriptor = pool.FindMessageTypeByName("tensorflow.Example")
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf >= 4.22
+        return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)
 
 
 Example = _example_classes()
