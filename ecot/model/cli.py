@@ -5,8 +5,8 @@ Nothing heavy is imported at module level; handlers import what they need.
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 from pathlib import Path
 
 # Words for the tokenizer of `ecot model init` tiny checkpoints (a trainer usually trains its own).
@@ -72,13 +72,7 @@ def _info(args) -> int:
 
     config = VLAConfig.from_pretrained(args.path)
     tensors = checkpoint_tensors(args.path)
-    n_params = 1
-    total = 0
-    for _, shape, _ in tensors.values():
-        n_params = 1
-        for d in shape:
-            n_params *= d
-        total += n_params
+    total = sum(math.prod(shape) for _, shape, _ in tensors.values())
     summary = {
         "vision_backbone_id": config.vision_backbone_id,
         "llm_backbone_id": config.llm_backbone_id,

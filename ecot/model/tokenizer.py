@@ -61,7 +61,6 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, n_action_
     if not corpus:
         raise ValueError("train_tiny_tokenizer needs at least one non-empty text")
     trainer_tok.train_from_iterator(corpus, trainer=trainer)
-    trained = trainer_tok.model
     vocab = dict(sorted(trainer_tok.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1]))
     merges = _merges_of(trainer_tok)
 
@@ -73,7 +72,6 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, n_action_
         vocab[f"<unused_{k}>"] = k  # no merge produces these: never emitted
     for k in range(n_action_bins):
         vocab[action_char(k)] = learnable + k
-    del trained
 
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tokenizer.pre_tokenizer = pre_tokenizer

@@ -8,6 +8,7 @@ takes the action ids that follow ``ACTION:`` (checked) instead of "the last 7 ge
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ class VLA(nn.Module):
         self.config = config
         self.processor = None  # set by from_pretrained when tokenizer files are present
         llama_config = config.llama_config()
-        with torch.device(device) if device is not None else _nullcontext():
+        with torch.device(device) if device is not None else contextlib.nullcontext():
             self.vision_backbone = VisionBackbone(config)
             self.projector = Projector(config.projector_type, config.vision_dim, llama_config.hidden_size)
             self.language_model = LlamaForCausalLM(llama_config)
@@ -255,14 +256,6 @@ class VLA(nn.Module):
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _cache_length(past_key_values: Any) -> int:
