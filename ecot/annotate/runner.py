@@ -17,10 +17,8 @@ resumed run gives byte-identical output to an uninterrupted one.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import socket
 import sys
 import time
 import traceback
@@ -29,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ecot.annotate.assemble import FEATURES_NAME, REPORT_NAME, STEPS_NAME, assemble
 from ecot.annotate.pipeline import AnnotateConfig, Stages, annotate_episode, build_stages
+from ecot.annotate.workdir import RUN_NAME, WorkDir, check_run_settings, temp_path
 
-FEATURES_NAME = "embodied_features.json"
-STEPS_NAME = "steps.parquet"
-REPORT_NAME = "validation.json"
-RUN_NAME = "run.json"
+__all__ = ["FEATURES_NAME", "REPORT_NAME", "RUN_NAME", "STEPS_NAME", "RunConfig", "RunSummary", "WorkDir",
+           "assemble", "failure_summary", "parse_shard", "run_annotation", "temp_path"]
 
 
 @dataclass
@@ -80,105 +78,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not (n >= 1 and 0 <= i < n):
         raise ValueError(f"--shard i/n needs 0 <= i < n, got {text!r}")
     return i, n
-
-
-# ---------------------------------------------------------------------- files
-
-
-_HOST = socket.gethostname().replace(".", "_")
-
-
-def temp_path(path: Path) -> Path:
-    """Where ``path`` is written before the rename: names this host and process, so that a
-    resumed run removes only the leftovers of dead processes, never a live shard's file."""
-    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
-
-
-def _is_stale(tmp: Path) -> bool:
-    parts = tmp.name.rsplit(".", 3)  # [".name", host, pid, "tmp"]
-    if len(parts) != 4 or parts[1] != _HOST or not parts[2].isdigit():
-        return False  # another machine's (or not ours): leave it
-    try:
-        os.kill(int(parts[2]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False  # the process is alive
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = temp_path(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class WorkDir:
-    def __init__(self, out_dir: str | os.PathLike):
-        self.out = Path(out_dir)
-        self.episodes = self.out / "work" / "episodes"
-        self.failed = self.out / "work" / "failed"
-
-    def make(self) -> None:
-        self.episodes.mkdir(parents=True, exist_ok=True)
-        self.failed.mkdir(parents=True, exist_ok=True)
-
-    def result_path(self, index: int) -> Path:
-        return self.episodes / f"{index:08d}.json"
-
-    def failure_path(self, index: int) -> Path:
-        return self.failed / f"{index:08d}.json"
-
-    def done_indices(self) -> set[int]:
-        out = set()
-        if self.episodes.exists():
-            for p in self.episodes.iterdir():
-                if p.suffix == ".json" and not p.name.startswith(".") and p.stem.isdigit():
-                    out.add(int(p.stem))
-        return out
-
-    def failures(self) -> dict[int, str]:
-        out = {}
-        if self.failed.exists():
-            for p in sorted(self.failed.iterdir()):
-                if p.suffix == ".json" and p.stem.isdigit():
-                    try:
-                        out[int(p.stem)] = json.loads(p.read_text())["error"]
-                    except (json.JSONDecodeError, KeyError):
-                        out[int(p.stem)] = "unreadable failure record"
-        return out
-
-    def write_result(self, index: int, file_path: str, episode_id: str, entry: dict, checks: dict | None = None) -> None:
-        record = {"index": index, "file_path": file_path, "episode_id": episode_id, "checks": checks or {}, "entry": entry}
-        _write_atomic(self.result_path(index), json.dumps(record))
-        self.failure_path(index).unlink(missing_ok=True)
-
-    def write_failure(self, index: int, error: str, trace: str) -> None:
-        _write_atomic(self.failure_path(index), json.dumps({"index": index, "error": error, "traceback": trace}))
-
-    def clean_temps(self) -> None:
-        """Remove temporary files a killed run left behind (never a finished result)."""
-        for folder in (self.out, self.episodes, self.failed):
-            if folder.exists():
-                for p in folder.glob(".*.tmp"):
-                    if _is_stale(p):
-                        p.unlink(missing_ok=True)
-
-
-def check_run_settings(out: Path, settings: dict) -> None:
-    """Record the settings on the first run; refuse to resume with different ones."""
-    path = out / RUN_NAME
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != settings:
-            diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
-            raise ValueError(
-                f"{out} holds a run made with other settings {diff} (old, new); "
-                "resume with the same settings or choose a new --out directory"
-            )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def check_ground_truth(dataset, annotate: AnnotateConfig) -> None:
@@ -359,116 +258,6 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
     return RunSummary(total=len(mine), done=len(set(mine) & work.done_indices()), annotated_now=annotated,
                       failed=failed, features_path=features_path, seconds=time.perf_counter() - start,
                       steps_now=steps)
-
-
-def _load_order(work: WorkDir, n: int) -> tuple[list[tuple[str, int]], list[dict]]:
-    """(file_path, index) in assembly order, and each episode's checks (in that order)."""
-    heads = []
-    for index in range(n):
-        with open(work.result_path(index), "r", encoding="utf-8") as fh:
-            record = json.load(fh)
-        heads.append((record["file_path"], index, record.get("checks") or {}))
-    heads.sort(key=lambda h: (h[0], h[1]))
-    return [(fp, i) for fp, i, _ in heads], [c for _, _, c in heads]
-
-
-def assemble(work: WorkDir, n: int, validate: bool = True) -> Path:
-    """Write the features file, the per-step columns and the report from the result files.
-
-    One pass over the results in assembly order feeds both streaming writers. Serialized by a
-    lock (shards may finish together); every output is written atomically.
-    """
-    from ecot.data.features import FeaturesWriter
-
-    out = work.out
-    with open(out / ".assemble.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        order, checks = _load_order(work, n)
-        seen: dict[tuple[str, str], int] = {}
-        path = out / FEATURES_NAME
-        with FeaturesWriter(path) as writer, StepColumnsWriter(out / STEPS_NAME) as columns:
-            for _, index in order:
-                record = json.loads(work.result_path(index).read_text(encoding="utf-8"))
-                key = (record["file_path"], record["episode_id"])
-                if key in seen:
-                    raise ValueError(
-                        f"episodes {seen[key]} and {index} share file_path {key[0]!r} and episode_id {key[1]!r}; "
-                        "the features file keys episodes by these, so they must be unique"
-                    )
-                seen[key] = index
-                writer.add(record["file_path"], record["episode_id"], record["entry"])
-                columns.add(index, record)
-        if validate:
-            from ecot.annotate.validate import validation_report
-
-            report = validation_report(path, checks)
-            _write_atomic(out / REPORT_NAME, json.dumps(report, indent=2, sort_keys=True))
-    return path
-
-
-STEP_COLUMNS = ("episode_index", "frame_index", "file_path", "episode_id", "reasoning", "move_primitive",
-                "gripper_x", "gripper_y", "bboxes_json", "task", "plan", "subtask", "subtask_reason", "move", "move_reason")
-
-
-class StepColumnsWriter:
-    """Per-step columns (one row per dataset step, keyed by episode and frame index), streamed to
-    parquet in row groups and renamed into place on success."""
-
-    def __init__(self, path: Path, rows_per_group: int = 65536):
-        self.path, self.rows_per_group = path, rows_per_group
-        self.tmp = temp_path(path)
-        self.cols: dict[str, list] = {k: [] for k in STEP_COLUMNS}
-        self.writer = None
-
-    def add(self, index: int, record: dict) -> None:
-        from ecot.data.features import step_reasoning_text
-
-        entry = record["entry"]
-        feats = entry["features"]
-        cols = self.cols
-        for step in range(len(feats["move_primitive"])):
-            r = entry["reasoning"].get(str(step), {})
-            gx, gy = feats["gripper_position"][step]
-            cols["episode_index"].append(index)
-            cols["frame_index"].append(step)
-            cols["file_path"].append(record["file_path"])
-            cols["episode_id"].append(record["episode_id"])
-            cols["reasoning"].append(step_reasoning_text(entry, str(step)))
-            cols["move_primitive"].append(feats["move_primitive"][step])
-            cols["gripper_x"].append(gx)
-            cols["gripper_y"].append(gy)
-            cols["bboxes_json"].append(json.dumps(feats["bboxes"][step]))
-            for key in ("task", "plan", "subtask", "subtask_reason", "move", "move_reason"):
-                cols[key].append(r.get(key, ""))
-        if len(cols["frame_index"]) >= self.rows_per_group:
-            self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table({
-            k: pa.array(v, type=pa.int64() if k in ("episode_index", "frame_index", "gripper_x", "gripper_y") else pa.string())
-            for k, v in self.cols.items()
-        })
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp, table.schema)
-        self.writer.write_table(table)
-        self.cols = {k: [] for k in STEP_COLUMNS}
-
-    def __enter__(self) -> "StepColumnsWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            if self.cols["frame_index"] or self.writer is None:
-                self._flush()
-            self.writer.close()
-            os.replace(self.tmp, self.path)
-        else:
-            if self.writer is not None:
-                self.writer.close()
-            self.tmp.unlink(missing_ok=True)
 
 
 def failure_summary(summary: RunSummary, work: WorkDir | None = None) -> str:

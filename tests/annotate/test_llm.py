@@ -41,17 +41,6 @@ def make_client(kind, server, sleeps):
     return GeminiClient("gemini-test", base_url=server.url, api_key="k", retry=retry, timeout=10)
 
 
-def full_answer(server_request_prompt):
-    return valid_answer(server_request_prompt)
-
-
-def prompt_text(server, kind, i=0):
-    body = server.requests[i]["body"]
-    if kind == "openai":
-        return body["messages"][1]["content"]
-    return body["contents"][0]["parts"][0]["text"]
-
-
 @pytest.mark.parametrize("kind", ["openai", "gemini"])
 def test_rate_limit_server_error_and_truncation(server, kind, tmp_path):
     sleeps: list[float] = []
