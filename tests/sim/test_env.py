@@ -187,3 +187,32 @@ def test_tasks_are_not_already_solved_at_reset(split):
                 e.reset(seed=seed, task=family, split=split)
                 e.step([0, 0, 0, 0, 0, 0, 1])
                 assert not e.success(), (family, seed, e.task.instruction)
+
+
+def test_box_clipping_and_visibility():
+    from ecot.sim.camera import Camera
+
+    cam = Camera(position=np.zeros(3), rotation=np.eye(3), focal=50.0, width=100, height=100)  # looks along -z
+    square = np.array([[x, y, -1.0] for x in (-0.2, 0.2) for y in (-0.2, 0.2)])
+    box, visible = cam.project_box(square, 100, 100)
+    np.testing.assert_allclose(box, [40, 40, 60, 60])
+    assert visible
+    shifted = square + [1.1, 0, 0]  # mostly right of the image: clipped, too little left to count
+    box, visible = cam.project_box(shifted, 100, 100)
+    assert box[2] == 100 and not visible
+    half = square + [0.9, 0, 0]  # half inside
+    box, visible = cam.project_box(half, 100, 100)
+    np.testing.assert_allclose(box, [85, 40, 100, 60])
+    assert visible
+    behind = square * [1, 1, -1]
+    assert cam.project_box(behind, 100, 100)[1] is False
+
+
+def test_importing_the_packages_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, ecot.data, ecot.sim, ecot.sim.cli; "
+            "print([m for m in ('mujoco', 'pyarrow', 'torch', 'PIL') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
