@@ -88,3 +88,47 @@ def test_ray_local_cluster_gives_the_same_bytes(sim_dataset, tmp_path):
                                         use_ray=True, workers=2))
     assert plain.complete and with_ray.complete and with_ray.annotated_now == 4 and not with_ray.failed
     assert (tmp_path / "ray" / FEATURES_NAME).read_bytes() == (tmp_path / "plain" / FEATURES_NAME).read_bytes()
+
+
+ORIGINAL_TAGS = ["TASK:", "PLAN:", "VISIBLE OBJECTS:", "SUBTASK REASONING:", "SUBTASK:", "MOVE REASONING:", "MOVE:",
+                 "GRIPPER POSITION:"]
+ORIGINAL_KEYS = ["task", "plan", "bboxes", "subtask_reason", "subtask", "move_reason", "move", "gripper"]
+
+
+def original_style_join(raw: dict) -> dict:
+    """The original training loader's join, per FORMATS.md §2/§4, written step by step: a plain
+    ``json.load`` of the whole file, ``gripper_position`` look-ahead, boxes, "@"-join and split."""
+    out = {}
+    for file_path, episodes in raw.items():
+        for episode_id, episode in episodes.items():
+            if "reasoning" not in episode:
+                continue
+            feats = episode["features"]
+            for step, fields in episode["reasoning"].items():
+                i = int(step)
+                d = dict(fields)
+                d["gripper"] = ""
+                pos = feats.get("gripper_position")
+                if pos is not None and 0 <= i < len(pos):
+                    flat = []
+                    for j in range(5):
+                        flat += pos[i + j] if i + j < len(pos) else flat[-2:]
+                    d["gripper"] = str(flat)
+                boxes = feats.get("bboxes")
+                d["bboxes"] = ", ".join(f"{b[1]} {b[2]}" for b in boxes[i]) if boxes and i < len(boxes) and boxes[i] else ""
+                parts = "@".join(f"{t}@{d[k]}" for t, k in zip(ORIGINAL_TAGS, ORIGINAL_KEYS)).split("@")
+                out[f"{file_path}_{episode_id}_{step}"] = " ".join(f"{parts[k]} {parts[k + 1]}" for k in range(0, len(parts), 2))
+    return out
+
+
+def test_output_reads_the_same_with_an_original_style_loader(sim_dataset, tmp_path):
+    from ecot.annotate.runner import RunConfig, run_annotation
+    from ecot.data.features import ReasoningIndex
+
+    summary = run_annotation(RunConfig(dataset_dir=str(sim_dataset), out_dir=str(tmp_path), progress=False))
+    path = summary.features_path
+    original = original_style_join(json.loads(path.read_text()))
+    ours = ReasoningIndex.from_file(path).texts
+    assert original == ours and len(ours) > 50
+    for text in ours.values():
+        assert len(text.split(" ")) > 20 and "@" not in text
