@@ -193,3 +193,16 @@ def test_dataset_without_ground_truth_fails_fast(tmp_path):
     config = RunConfig(dataset_dir="synthetic", out_dir=str(tmp_path), progress=False)
     with pytest.raises(ValueError, match="--gripper detector"):
         run_annotation(config, lambda: NoGT(n=2))
+
+
+def test_duplicate_episode_keys_are_a_clear_error(tmp_path):
+    class Duplicated(SyntheticDataset):
+        def __getitem__(self, i):
+            episode = super().__getitem__(i)
+            episode.metadata.update(file_path="same", episode_id="0")
+            return episode
+
+    config = RunConfig(dataset_dir="synthetic", out_dir=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="share file_path 'same' and episode_id '0'"):
+        run_annotation(config, lambda: Duplicated(n=2))
+    assert not (tmp_path / FEATURES_NAME).exists()
