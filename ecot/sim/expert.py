@@ -4,7 +4,8 @@ Each family is a short script of phases (hover, descend, close, lift, carry, low
 retreat; or for pushing: line up, lower, push, retreat). A move phase steps towards its
 waypoint at an episode-specific speed with small noise, re-reading object poses every step, so
 the noise is corrected and the demonstrations stay successful. Per episode the speed, hover
-and lift heights, grasp offsets and occasional pauses vary.
+and lift heights, the approach point, grasp offsets, an optional via point on the carry path
+and occasional pauses vary.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class _Phase:
     done: Callable[[], bool] | None = None  # extra completion test
     skip: Callable[[], bool] | None = None  # skip the phase when this holds on entry
     speed: float | None = None  # cap on the episode's speed for this phase
+    tolerance: float | None = None  # reach tolerance (default: the config's)
 
 
 class ScriptedExpert:
@@ -80,6 +82,10 @@ class ScriptedExpert:
         self.hover = float(r.uniform(*c.hover))
         self.lift = float(r.uniform(*c.lift))
         self.grasp_offset = r.normal(0.0, 0.002, size=2)
+        self.hover_offset = r.uniform(-0.02, 0.02, size=2)  # approach slightly off-centre, descend diagonally
+        self.via = r.random() < 0.4  # sometimes carry through a via point (a curved path)
+        self.via_offset = float(r.normal(0.0, 0.04))
+        self.via_lift = float(r.uniform(0.0, 0.03))
         self.phases = self._script(task)
         self.index = 0
         self.phase_steps = 0
@@ -102,7 +108,8 @@ class ScriptedExpert:
 
         def above_object():
             p = self._obj(main)
-            return np.array([p[0] + self.grasp_offset[0], p[1] + self.grasp_offset[1], top + self.hover]), yaw0
+            xy = p[:2] + self.grasp_offset + self.hover_offset
+            return np.array([xy[0], xy[1], top + self.hover]), yaw0
 
         def at_object():
             p = self._obj(main)
@@ -121,6 +128,13 @@ class ScriptedExpert:
             g = goal_xy()
             return np.array([g[0], g[1], self.lift]), yaw0
 
+        def via_point():
+            start, g = grasp_xy["xy"], goal_xy()
+            d = g - start
+            normal = np.array([-d[1], d[0]]) / max(float(np.linalg.norm(d)), 1e-9)
+            xy = start + 0.5 * d + self.via_offset * normal
+            return np.array([xy[0], xy[1], self.lift + self.via_lift]), yaw0
+
         def at_goal():
             g = goal_xy()
             return np.array([g[0], g[1], goal_z()]), yaw0
@@ -138,6 +152,7 @@ class ScriptedExpert:
             _Phase("descend", at_object, 1.0, max_steps=15),
             _Phase("close", None, 0.0, hold_steps=2),
             _Phase("lift", lifted, 0.0),
+            _Phase("via", via_point, 0.0, max_steps=12, skip=lambda: not self.via, tolerance=0.02),
             _Phase("carry", above_goal, 0.0),
             _Phase("lower", at_goal, 0.0, max_steps=15),
             _Phase("open", None, 1.0, hold_steps=1),
@@ -262,7 +277,7 @@ class ScriptedExpert:
             goal, yaw_goal = ph.target()
             err = goal - state[:3]
             yaw_err = _wrap(yaw_goal - float(state[5]))
-            reached = np.linalg.norm(err) < c.tolerance and abs(yaw_err) < 0.05
+            reached = np.linalg.norm(err) < (ph.tolerance or c.tolerance) and abs(yaw_err) < 0.05
             if ph.done is not None and ph.done():
                 reached = True
             if reached or self.phase_steps >= ph.max_steps:
