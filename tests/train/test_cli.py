@@ -1,0 +1,102 @@
+"""`ecot train` end to end on built-in sim data, and the recipes' samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecot.cli import main
+from ecot.train import checkpoint as ckpt
+from ecot.train.recipes import RunConfig, build_run, split_episodes
+from ecot.train.samples import SEG_REASONING
+from ecot.train.trainer import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim")
+    data = root / "data"
+    assert main(["sim", "collect", "--task", "all", "--episodes", "3", "--out", str(data), "--image-size", "64", "--no-progress"]) == 0
+    assert main(["annotate", str(data), "--out", str(root / "annotations"), "--no-progress"]) == 0
+    return data, root / "annotations"
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_ecot_train_cli_runs_resumes_and_finetunes(sim_data, tmp_path, capsys):
+    from ecot.model.vla import VLA
+
+    data, annotations = sim_data
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--features", str(annotations), "--model", "tiny-siglip", "--out", str(run),
+            "--batch-size", "2", "--log-every", "1", "--no-progress"]
+    assert main(args + ["--max-steps", "2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert {"eval/reasoning_loss", "eval/action_accuracy", "eval/action_l1"} <= set(printed)
+    assert ckpt.list_checkpoints(run)[-1][0] == 2
+    model = VLA.from_pretrained(run / "final", progress=False)
+    assert list(model.config.norm_stats) == ["ecot_sim"]
+
+    # Same command with more steps: continues from the checkpoint.
+    assert main(args + ["--max-steps", "3"]) == 0
+    steps = [r["step"] for r in _rows(run) if "train/loss" in r]
+    assert steps == [1, 2, 3]
+
+    # Fine-tune the result with LoRA on the same data.
+    ft = tmp_path / "ft"
+    assert main(["train", "--data", str(data), "--features", str(annotations), "--model", str(run / "final"), "--out", str(ft),
+                 "--finetune", "lora", "--lora-rank", "4", "--max-steps", "1", "--batch-size", "2", "--no-progress"]) == 0
+    tuned = VLA.from_pretrained(ft / "final", progress=False)
+    assert tuned.config.norm_stats == model.config.norm_stats
+
+
+def _run(sim_data, tmp_path, recipe, **kw) -> RunConfig:
+    data, annotations = sim_data
+    return RunConfig(data=str(data), out=str(tmp_path / recipe), recipe=recipe, features=str(annotations),
+                     train=TrainConfig(max_steps=10, batch_size=2), **kw)
+
+
+def _has_reasoning(dataset, key) -> bool:
+    return bool((dataset[key]["segments"] == SEG_REASONING).any())
+
+
+def test_recipes_build_their_samples(sim_data, tmp_path):
+    _, _, train, held_out, _ = build_run(_run(sim_data, tmp_path, "ecot"))
+    assert all(_has_reasoning(train, (i, i, 0)) for i in range(0, len(train), 7))
+    assert len(held_out) > 0 and _has_reasoning(held_out, (0, 0, 0))
+
+    _, _, train, held_out, _ = build_run(_run(sim_data, tmp_path, "no-reasoning"))
+    assert not any(_has_reasoning(train, (i, i, 0)) for i in range(0, len(train), 7))
+    assert not _has_reasoning(held_out, (0, 0, 0))
+
+    _, _, train, _, _ = build_run(_run(sim_data, tmp_path, "reasoning-dropout"))
+    with_reasoning = [_has_reasoning(train, (i % len(train), seed, 0)) for i, seed in enumerate(range(200))]
+    assert 0.35 < np.mean(with_reasoning) < 0.65
+
+    # Pre-training: reasoning for the first half of the 10 steps x 2 samples, none after.
+    _, _, train, _, _ = build_run(_run(sim_data, tmp_path, "reasoning-pretrain"))
+    assert train.config.reasoning_until == 10
+    assert _has_reasoning(train, (0, 0, 9)) and not _has_reasoning(train, (0, 0, 10))
+
+    _, _, train, _, _ = build_run(_run(sim_data, tmp_path, "ecot", loss_mask="action"))
+    sample = train[(0, 0, 0)]
+    assert int((sample["labels"] != -100).sum()) == 8
+
+
+def test_clear_errors(sim_data, tmp_path):
+    data, _ = sim_data
+    with pytest.raises(FileNotFoundError, match="ecot annotate"):
+        build_run(RunConfig(data=str(data), out=str(tmp_path / "x"), recipe="ecot"))
+    with pytest.raises(ValueError, match="unknown recipe"):
+        RunConfig(data=str(data), out=str(tmp_path / "x"), recipe="cot")
+    with pytest.raises(FileNotFoundError, match="neither a preset"):
+        build_run(RunConfig(data=str(data), out=str(tmp_path / "x"), recipe="no-reasoning", model="tiny-nothing"))
+    with pytest.raises(ValueError, match="at least one must remain"):
+        split_episodes(3, 3)
+    assert split_episodes(1, None) == ([0], [])
+    assert split_episodes(20, None) == (list(range(18)), [18, 19])
