@@ -181,12 +181,14 @@ class VLAProcessor:
     @classmethod
     def from_pretrained(cls, path: str | Path, config: VLAConfig | None = None) -> "VLAProcessor":
         """Load from a checkpoint directory (``config.json`` + tokenizer files)."""
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, LlamaConfig
 
         path = Path(path)
         if config is None:
             config = VLAConfig.from_pretrained(path)
         if not any((path / name).exists() for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
             raise FileNotFoundError(f"no tokenizer files (tokenizer.json / tokenizer.model) in {path}")
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        # The checkpoint's config.json is an OpenVLA config, which AutoTokenizer cannot read; its
+        # language model is a Llama, which is all AutoTokenizer needs to know.
+        tokenizer = AutoTokenizer.from_pretrained(str(path), config=LlamaConfig())
         return cls(config, tokenizer)
