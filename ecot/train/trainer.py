@@ -314,6 +314,7 @@ class Trainer:
             if cfg.max_grad_norm > 0:
                 norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
                 grad_norm_sum += float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -325,7 +326,7 @@ class Trainer:
                 total = reduce_sums(sums)
                 elapsed = time.perf_counter() - interval_start
                 values = {f"train/{k}": v for k, v in summarize(total).items()}
-                values["train/lr"] = self.scheduler.get_last_lr()[0]
+                values["train/lr"] = lr
                 values["train/samples_per_s"] = interval_samples * self.info.world_size / max(elapsed, 1e-9)
                 if cfg.max_grad_norm > 0:
                     values["train/grad_norm"] = grad_norm_sum / interval_steps

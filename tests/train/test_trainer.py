@@ -152,3 +152,24 @@ def test_config_rejects_bad_values():
         TrainConfig(finetune="qlora")
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+def test_freezing_checkpointing_bf16_and_accumulation(tmp_path):
+    episodes = make_episodes(2, 3)
+    reasoning = reasoning_for(episodes)
+    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
+    vision = {k: v.clone() for k, v in model.vision_backbone.state_dict().items()}
+    lm = {k: v.clone() for k, v in model.language_model.state_dict().items()}
+    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig(loss_mask="reasoning+action"))
+    config = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=3, batch_size=3, grad_accum=2, lr=1e-2, freeze_vision=True,
+                         gradient_checkpointing=True, precision="bf16", schedule="cosine", warmup_steps=1, log_every=1,
+                         progress=False, tensorboard=False)
+    trainer = Trainer(config, model, processor, data, action_stats=stats.action)
+    trainer.fit()
+    assert trainer.module.language_model.is_gradient_checkpointing
+    assert all(torch.equal(vision[k], v) for k, v in trainer.module.vision_backbone.state_dict().items())
+    assert any(not torch.equal(lm[k], v) for k, v in trainer.module.language_model.state_dict().items())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["train/lr"] for r in rows]
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < lrs[1]  # warmup to the peak, then cosine decay
+    assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows)
