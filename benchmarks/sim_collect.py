@@ -9,6 +9,7 @@ Usage: python benchmarks/sim_collect.py [--episodes 24] [--image-size 224]
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -55,6 +56,7 @@ def main() -> None:
         "projected_minutes_for_300_episodes_workers_2": round(300 / per_min2, 1),
         "successes": {"workers_2": s2["new_successes"], "workers_1": s1["new_successes"]},
         "dataset_mib_per_episode": round(size / 2**20 / args.episodes, 2),
+        "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()],  # the 2 cores are shared
         "peak_rss_mib": round(peak_rss_mib(), 1),
     })
 

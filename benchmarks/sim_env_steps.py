@@ -11,6 +11,7 @@ Usage: python benchmarks/sim_env_steps.py [--episodes 8] [--image-size 224]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ def main() -> None:
         "ratio": round(value / baseline, 3),
         "steps": n_r,
         "gl_backend": backend,
+        "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()],  # the 2 cores are shared
         "peak_rss_mib": round(peak_rss_mib(), 1),
     })
 

@@ -12,6 +12,7 @@ Usage: python benchmarks/sim_expert_success.py [--episodes 100]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,7 @@ def main() -> None:
         "mean_episode_steps": lengths,
         "episodes_per_family": args.episodes,
         "seconds": round(time.perf_counter() - start, 1),
+        "load_average_1_5_15min_at_end": [round(x, 2) for x in os.getloadavg()],  # the 2 cores are shared
         "peak_rss_mib": round(peak_rss_mib(), 1),
     })
 

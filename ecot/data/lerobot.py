@@ -140,10 +140,21 @@ def _image_stats(images: np.ndarray) -> dict:
     if images.shape[1] >= 300 or images.shape[2] >= 300:
         stride = max(images.shape[1], images.shape[2]) // 150
         images = images[:, ::stride, ::stride]
-    x = images.astype(np.float64) / 255.0
-    per_channel = lambda f: [[[float(c)]] for c in f(x, axis=(0, 1, 2))]  # noqa: E731
-    return {"min": per_channel(np.min), "max": per_channel(np.max), "mean": per_channel(np.mean),
-            "std": per_channel(np.std), "count": [int(images.shape[0])]}
+    # Per-channel moments from integer sums: exact and much faster than float64 arrays.
+    x = np.ascontiguousarray(images).reshape(-1, images.shape[-1])
+    n = x.shape[0]
+    lo, hi = x.min(0), x.max(0)
+    channels = x.shape[1]
+    # One histogram per channel in a single pass: value + 256 * channel.
+    hist = np.bincount((x.astype(np.uint16) + (np.arange(channels, dtype=np.uint16) * 256)).reshape(-1),
+                       minlength=256 * channels)
+    counts = hist.reshape(channels, 256)
+    values = np.arange(256, dtype=np.float64)
+    mean = np.array([(h * values).sum() / n for h in counts])
+    var = np.array([(h * (values - m) ** 2).sum() / n for h, m in zip(counts, mean)])
+    per_channel = lambda v: [[[float(c) / 255.0]] for c in v]  # noqa: E731
+    return {"min": per_channel(lo), "max": per_channel(hi), "mean": per_channel(mean),
+            "std": per_channel(np.sqrt(var)), "count": [int(images.shape[0])]}
 
 
 # --------------------------------------------------------------------------- writer
