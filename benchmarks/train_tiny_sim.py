@@ -86,7 +86,9 @@ def main() -> None:
         "unit": "held-out action-token accuracy",
         "baseline": baseline.get("action_accuracy"),
         "baseline_what": "the same model before training, same held-out episodes",
-        "ratio": round(held_out["action_accuracy"] / max(baseline["action_accuracy"], 1e-9), 2),
+        # The untrained model can score 0; the ratio is then taken against chance (1/256).
+        "ratio": round(held_out["action_accuracy"] / max(baseline["action_accuracy"], 1 / 256), 2),
+        "ratio_what": "held-out accuracy / max(untrained accuracy, chance)",
         "chance_action_accuracy": round(1 / 256, 4),
         "held_out": held_out,
         "held_out_untrained": baseline,
