@@ -146,6 +146,8 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     if strategy == "fsdp":
-        set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+        # strict=False: parameters that never get a gradient (the ViTs' unused last block) have no state.
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False, strict=False)
+        set_optimizer_state_dict(model, optimizer, state, options=options)
     else:
         optimizer.load_state_dict(state)
