@@ -206,7 +206,7 @@ def build_run(run: RunConfig):
     eval_data = None
     if eval_steps is not None:
         held_out = SampleConfig(loss_mask=samples.loss_mask, join=samples.join)  # no dropout, no augmentation
-        if run.recipe == "no-reasoning":
+        if run.recipe in ("no-reasoning", "reasoning-pretrain"):  # these policies act without reasoning
             held_out.reasoning_dropout = 1.0
         eval_data = StepDataset(eval_steps, reasoning, processor, stats, held_out, dataset_key)
     return model, processor, train_data, eval_data, stats.action

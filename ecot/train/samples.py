@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ecot.actions import ACTION_DIM, ActionTokenizer
-from ecot.prompts import EOS, conditioning_prompt, training_text
+from ecot.prompts import conditioning_prompt, training_text
 
 IGNORE_INDEX = -100  # same value as ecot.model.IGNORE_INDEX (and transformers' CrossEntropy default)
 
@@ -101,9 +101,10 @@ def build_text_sample(
         )
 
     # Segments from character offsets: the prompt ends where the assistant's turn starts.
-    prompt_end = len(conditioning_prompt(instruction, style))
-    if not text.startswith(text[:prompt_end]):  # pragma: no cover - guarded by prompts.py
+    prompt = conditioning_prompt(instruction, style)
+    if not text.startswith(prompt):  # pragma: no cover - guaranteed by ecot.prompts
         raise AssertionError("training text does not start with the conditioning prompt")
+    prompt_end = len(prompt)
     tag_start = text.rfind("ACTION:", prompt_end)
     if tag_start < 0:  # pragma: no cover - training_text always writes it
         raise AssertionError("training text has no ACTION: tag")

@@ -205,3 +205,9 @@ def test_sample_config_rejects_bad_values():
         SampleConfig(tag_dropout=1.5)
     with pytest.raises(ValueError, match="join"):
         SampleConfig(join="shifted")
+
+
+def test_ignore_index_matches_the_model():
+    from ecot.model import IGNORE_INDEX as MODEL_IGNORE_INDEX
+
+    assert IGNORE_INDEX == MODEL_IGNORE_INDEX
