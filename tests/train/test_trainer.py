@@ -173,3 +173,25 @@ def test_freezing_checkpointing_bf16_and_accumulation(tmp_path):
     lrs = [r["train/lr"] for r in rows]
     assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < lrs[1]  # warmup to the peak, then cosine decay
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in rows)
+
+
+def test_lora_resume_is_exact(tmp_path):
+    def train(out: Path, steps: int) -> list[tuple[int, float]]:
+        episodes = make_episodes(2, 3)
+        reasoning = reasoning_for(episodes)
+        model, processor, stats = tiny_model_and_processor(episodes, reasoning)  # the same seeded base every time
+        data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig(tag_dropout=0.3))
+        config = TrainConfig(out_dir=str(out), max_steps=steps, batch_size=3, lr=1e-2, finetune="lora", log_every=1,
+                             progress=False, tensorboard=False)
+        config.lora.rank = 4
+        config.lora.dropout = 0.1  # model-internal randomness must be reproduced too
+        Trainer(config, model, processor, data, action_stats=stats.action).fit()
+        return _losses(out)
+
+    reference = train(tmp_path / "ref", 4)
+    train(tmp_path / "run", 2)
+    resumed = train(tmp_path / "run", 4)
+    assert [s for s, _ in resumed] == [1, 2, 3, 4]
+    assert resumed == reference
+    state = ckpt.load_state(ckpt.latest_checkpoint(tmp_path / "run"))
+    assert state["adapters"] and all("lora_" in k for k in state["adapters"])
