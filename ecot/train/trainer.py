@@ -209,7 +209,11 @@ class Trainer:
         if cfg.freeze_llm:
             model.language_model.requires_grad_(False)
         if cfg.gradient_checkpointing:
-            model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            lm = model.language_model
+            if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if cfg.finetune == "lora":
             model = apply_lora(model, cfg.lora)
             if state is not None:
