@@ -25,11 +25,12 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ecot.actions import DatasetStats, NormStats, compute_dataset_stats, eef_delta_mask
+from ecot.data.base import EpisodeDataset
 from ecot.data.episode import ACTION_NAMES, STATE_NAMES, Episode, GroundTruth
 
 CODEBASE_VERSION = "v2.1"
@@ -399,7 +400,7 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------- reader
 
 
-class LeRobotLayoutDataset:
+class LeRobotLayoutDataset(EpisodeDataset):
     """Episodes of a LeRobot v2.1 (image mode) directory, ours or LeRobot's.
 
     ``len(ds)`` episodes; ``ds[i]`` an :class:`Episode` (with ground truth when stored);
@@ -445,20 +446,6 @@ class LeRobotLayoutDataset:
 
     def __len__(self) -> int:
         return len(self._episodes)
-
-    def __iter__(self) -> Iterator[Episode]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def _check_index(self, i: int) -> int:
-        n = len(self)
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"episode index must be an integer, got {type(i).__name__}")
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"episode index {i} out of range for a dataset of {n} episodes")
-        return int(i)
 
     def episode_length(self, i: int) -> int:
         return int(self._episodes[self._check_index(i)]["length"])

@@ -20,11 +20,12 @@ import json
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
 from ecot.actions import DatasetStats, NormStats, compute_dataset_stats, eef_delta_mask
+from ecot.data.base import EpisodeDataset
 from ecot.data.episode import Episode
 from ecot.data.tfrecord import index_records, parse_example, read_record, serialize_example, write_records
 
@@ -85,7 +86,7 @@ def _bridge_arrays(states: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray,
     return np.arange(1, t - 1), out.states, out.actions
 
 
-class RLDSDataset:
+class RLDSDataset(EpisodeDataset):
     """Random access to the episodes of one split of a prepared RLDS/TFDS directory."""
 
     def __init__(self, root: str | Path, split: str = "train", image_key: str | None = None,
@@ -133,20 +134,6 @@ class RLDSDataset:
 
     def __len__(self) -> int:
         return len(self._index)
-
-    def __iter__(self) -> Iterator[Episode]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def _check_index(self, i: int) -> int:
-        n = len(self)
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"episode index must be an integer, got {type(i).__name__}")
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"episode index {i} out of range for a dataset of {n} episodes")
-        return int(i)
 
     def _example(self, i: int) -> dict:
         if i in self._cache:
