@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -72,19 +72,7 @@ VIT_SPECS: dict[str, ViTSpec] = {
     "vit_large_patch14_reg4_dinov2.lvd142m": _DINOV2_L_REG4,
     "vit_large_patch14_reg4_dinov2": _DINOV2_L_REG4,
     "ecot_tiny_siglip_patch14": ViTSpec(embed_dim=64, depth=3, num_heads=4, mlp_hidden=239),
-    "ecot_tiny_dinov2_reg4_patch14": ViTSpec(
-        embed_dim=48,
-        depth=3,
-        num_heads=3,
-        mlp_hidden=192,
-        class_token=True,
-        reg_tokens=4,
-        no_embed_class=True,
-        layer_scale=True,
-        global_pool="token",
-        mean=DINOV2_MEAN,
-        std=DINOV2_STD,
-    ),
+    "ecot_tiny_dinov2_reg4_patch14": replace(_DINOV2_L_REG4, embed_dim=48, depth=3, num_heads=3, mlp_hidden=192),
 }
 
 _ACTS = {None: None, "gelu": "gelu", "gelu_tanh": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "quick_gelu": None}
