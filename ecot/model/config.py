@@ -119,20 +119,7 @@ class VLAConfig:
     n_action_bins: int = 256
     norm_stats: dict[str, Any] = field(default_factory=dict)
     output_projector_states: bool = False
-    text_config: dict[str, Any] = field(
-        default_factory=lambda: {
-            "model_type": "llama",
-            "hidden_size": 256,
-            "intermediate_size": 688,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 4,
-            "max_position_embeddings": 2048,
-            "pad_token_id": 1024,
-            "vocab_size": 1088,
-            "torch_dtype": "float32",
-        }
-    )
+    text_config: dict[str, Any] = field(default_factory=lambda: dict(_TINY_TEXT))
     torch_dtype: str = "float32"
     model_type: str = "openvla"
     architectures: list[str] = field(default_factory=lambda: ["OpenVLAForActionPrediction"])
