@@ -17,7 +17,7 @@ from ecot.actions import (
     eef_delta_mask,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "formats"
+FIXTURES = Path(__file__).parent / "fixtures" / "released"
 
 
 @pytest.fixture

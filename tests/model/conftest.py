@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "model"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "released"
 INSTRUCTION = "Put the red block in the bowl"
 REASONING = (
     "TASK: Put the red block in the bowl. PLAN: reach the block, grasp it, move to the bowl, release. "
