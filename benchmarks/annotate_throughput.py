@@ -26,39 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import peak_rss_mib, write_result  # noqa: E402
 
-_NAMES = [
-    {-1: "backward", 0: None, 1: "forward"},
-    {-1: "right", 0: None, 1: "left"},
-    {-1: "down", 0: None, 1: "up"},
-    {-1: "tilt down", 0: None, 1: "tilt up"},
-    {},
-    {-1: "rotate clockwise", 0: None, 1: "rotate counterclockwise"},
-    {-1: "close gripper", 0: None, 1: "open gripper"},
-]
-
 
 def original_style_primitives(states: np.ndarray) -> list[str]:
     """The per-step loop of the original scripts (the baseline)."""
+    from ecot.annotate.primitives import label_trajectory_per_step
 
-    def describe(v):
-        xyz = [_NAMES[i][v[i]] for i in range(3) if _NAMES[i][v[i]] is not None]
-        text = "move " + " ".join(xyz) if xyz else ""
-        if v[3] == 0:
-            v[3] = v[4]
-        for i in (3, 5, 6):
-            if v[i] != 0:
-                text = (text + ", " if text else "") + _NAMES[i][v[i]]
-        return text or "stop"
-
-    def classify(window, threshold=0.03):
-        diff = window[-1] - window[0]
-        if np.sum(np.abs(diff[:3])) > 3 * threshold:
-            diff[:3] *= 3 * threshold / np.sum(np.abs(diff[:3]))
-        diff[3:6] /= 10
-        return describe(1 * (diff > threshold) - 1 * (diff < -threshold))
-
-    out = [classify(states[i : i + 4]) for i in range(len(states) - 1)]
-    return out + out[-1:]
+    return [description for description, _ in label_trajectory_per_step(states)]
 
 
 def time_loop(fn, min_seconds: float = 2.0) -> tuple[int, float]:

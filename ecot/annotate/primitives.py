@@ -106,3 +106,42 @@ def label_trajectory(states: np.ndarray, threshold: float = THRESHOLD) -> list[t
     """Per step ``(description, move_vector)`` for a [T, 7] state trajectory (FORMATS.md §6)."""
     vec = move_vectors(states, threshold)
     return list(zip(describe_all(vec), list(vec)))
+
+
+# The original's per-step words, indexed by direction -1 / 0 / +1 (index 4, pitch, is merged into roll).
+_STEP_WORDS = [
+    {-1: "backward", 0: None, 1: "forward"},
+    {-1: "right", 0: None, 1: "left"},
+    {-1: "down", 0: None, 1: "up"},
+    {-1: "tilt down", 0: None, 1: "tilt up"},
+    {},
+    {-1: "rotate clockwise", 0: None, 1: "rotate counterclockwise"},
+    {-1: "close gripper", 0: None, 1: "open gripper"},
+]
+
+
+def label_trajectory_per_step(states: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[str, np.ndarray]]:
+    """The original algorithm written per step, literally (slow): the reference the vectorized
+    :func:`label_trajectory` is tested against and the baseline of the throughput benchmark."""
+
+    def words(v):
+        xyz = [_STEP_WORDS[i][v[i]] for i in range(3) if _STEP_WORDS[i][v[i]] is not None]
+        text = "move " + " ".join(xyz) if xyz else ""
+        if v[3] == 0:
+            v[3] = v[4]  # the original merges pitch into roll in place
+        for i in (3, 5, 6):
+            if v[i] != 0:
+                text = (text + ", " if text else "") + _STEP_WORDS[i][v[i]]
+        return text or "stop"
+
+    def classify(window):
+        diff = window[-1] - window[0]
+        if np.sum(np.abs(diff[:3])) > 3 * threshold:
+            diff[:3] *= 3 * threshold / np.sum(np.abs(diff[:3]))
+        diff[3:6] /= 10
+        v = 1 * (diff > threshold) - 1 * (diff < -threshold)
+        return words(v), v
+
+    states = np.array(states, copy=True)
+    out = [classify(states[i : i + WINDOW]) for i in range(len(states) - 1)]
+    return out + out[-1:]

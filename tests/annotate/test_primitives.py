@@ -8,43 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ecot.annotate.primitives import describe, label_trajectory, move_vectors
+from ecot.annotate.primitives import describe, label_trajectory, label_trajectory_per_step, move_vectors
 
-NAMES = [
-    {-1: "backward", 0: None, 1: "forward"},
-    {-1: "right", 0: None, 1: "left"},
-    {-1: "down", 0: None, 1: "up"},
-    {-1: "tilt down", 0: None, 1: "tilt up"},
-    {},
-    {-1: "rotate clockwise", 0: None, 1: "rotate counterclockwise"},
-    {-1: "close gripper", 0: None, 1: "open gripper"},
-]
-
-
-def ref_describe(v):
-    xyz = [NAMES[i][v[i]] for i in range(3) if NAMES[i][v[i]] is not None]
-    text = "move " + " ".join(xyz) if xyz else ""
-    if v[3] == 0:
-        v[3] = v[4]  # in place, as documented
-    for i in (3, 5, 6):
-        if v[i] != 0:
-            text = (text + ", " if text else "") + NAMES[i][v[i]]
-    return text or "stop"
-
-
-def ref_classify(window, threshold=0.03):
-    diff = window[-1] - window[0]
-    if np.sum(np.abs(diff[:3])) > 3 * threshold:
-        diff[:3] *= 3 * threshold / np.sum(np.abs(diff[:3]))
-    diff[3:6] /= 10
-    v = 1 * (diff > threshold) - 1 * (diff < -threshold)
-    return ref_describe(v), v
-
-
-def ref_label(states):
-    out = [ref_classify(states[i : i + 4]) for i in range(len(states) - 1)]
-    out.append(out[-1])
-    return out
+# The literal per-step algorithm (ecot.annotate.primitives.label_trajectory_per_step) is the reference.
+ref_label = label_trajectory_per_step
 
 
 def test_documented_example():
