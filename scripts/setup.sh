@@ -13,6 +13,12 @@ if ! ldconfig -p 2>/dev/null | grep -q libOSMesa && command -v apt-get >/dev/nul
     || echo "warning: could not install OSMesa; MuJoCo rendering may fail" >&2
 fi
 
+# Headless Chromium + ChromeDriver for the browser tests (viewer page, HTML report), when asked for.
+if [ "${ECOT_BROWSER:-0}" = 1 ] && ! command -v chromedriver >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+    || echo "warning: could not install chromium; browser tests will fail" >&2
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
