@@ -13,6 +13,7 @@ way; the ecot tests compare ecot's reader against them without needing LeRobot.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 from pathlib import Path
@@ -56,7 +57,10 @@ def write(root: Path, video: bool) -> None:
                      "observation.state": rng.normal(size=7).astype(np.float32),
                      "action": rng.normal(size=7).astype(np.float32),
                      "task": TASKS[e % 2]}
-            ds.add_frame(frame)
+            if "task" in inspect.signature(ds.add_frame).parameters:  # lerobot 0.3.x: add_frame(frame, task)
+                ds.add_frame({k: v for k, v in frame.items() if k != "task"}, task=frame["task"])
+            else:
+                ds.add_frame(frame)
         ds.save_episode()
     if hasattr(ds, "finalize"):
         ds.finalize()
@@ -82,7 +86,7 @@ def main(out: str) -> None:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = CODEBASE_VERSION.replace(".", "")  # v30 or v21
-    modes = [False, True] if tag == "v30" else [False]
+    modes = [False, True]
     for video in modes:
         name = f"{tag}_{'video' if video else 'image'}"
         write(out_dir / name, video)
