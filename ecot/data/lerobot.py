@@ -520,8 +520,6 @@ class LeRobotLayoutDataset(EpisodeDataset):
         return locs, tasks
 
     def _index_v3(self) -> tuple[list[_EpisodeLoc], dict[int, str]]:
-        import pyarrow as pa
-
         meta = self.root / "meta"
         files = sorted((meta / "episodes").glob("*/*.parquet")) if (meta / "episodes").is_dir() else []
         if not files:
@@ -559,7 +557,6 @@ class LeRobotLayoutDataset(EpisodeDataset):
             rel = data_path.format(chunk_index=key[0], file_index=key[1])
             locs.append(_EpisodeLoc(int(r["episode_index"]), int(r["length"]), self.root / rel,
                                     int(r["dataset_from_index"]) - file_start[key], videos, list(r.get("tasks") or [])))
-        del pa
         return locs, read_tasks_parquet(meta / "tasks.parquet")
 
     # ---------------------------------------------------------------- basics
@@ -715,7 +712,8 @@ class LeRobotLayoutDataset(EpisodeDataset):
         ts = float(row.column("timestamp")[0].as_py()) if "timestamp" in row.column_names else t / (self.fps or 1)
         return Step(image=self._images(i, table, self.image_key, [t])[0], state=states[0], action=actions[0],
                     instruction=self._instruction(task_index), episode_index=i, frame_index=t,
-                    file_path=meta["file_path"], episode_id=meta["episode_id"], timestamp=ts, extra_images=extra)
+                    file_path=meta["file_path"], episode_id=meta["episode_id"], timestamp=ts,
+                    raw_step_offset=int(meta.get("raw_step_offset", 0)), extra_images=extra)
 
     def _ground_truth(self, i: int, table) -> GroundTruth:
         index = self._locs[i].index
