@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="${1:-${ECOT_LEROBOT_VENV:-$root/.lerobot-venv}}"
-stamp="$venv/.ecot-side-env-v1"
+stamp="$venv/.ecot-side-env-v2"
 if [ -f "$stamp" ]; then echo "$venv/bin/python"; exit 0; fi
 py="${ECOT_LEROBOT_PYTHON:-$(command -v python3.11 || true)}"
 if [ -z "$py" ]; then echo "python3.11 not found (lerobot 0.4.x needs Python 3.11)" >&2; exit 3; fi
