@@ -24,7 +24,6 @@ can always be rebuilt from the finished episodes. Readers only see episodes list
 from __future__ import annotations
 
 import json
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
