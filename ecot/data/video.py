@@ -209,7 +209,7 @@ class VideoFiles:
 
     def __init__(self, max_open: int = 4, tolerance_s: float = DEFAULT_TOLERANCE_S):
         self.tolerance_s = tolerance_s
-        self._cache: LRUCache[Path, VideoFile] = LRUCache(max_open, on_evict=lambda v: v.close())
+        self._cache: LRUCache[Path, VideoFile] = LRUCache(max_open, on_evict=VideoFile.close)
 
     def frames_at(self, path: Path, times: Sequence[float]) -> np.ndarray:
         return self._cache.get(Path(path), lambda: VideoFile(path, self.tolerance_s)).frames_at(times)

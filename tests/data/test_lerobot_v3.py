@@ -301,3 +301,8 @@ def test_video_memory_stays_bounded(tmp_path, episodes):
         for t in range(ds.episode_length(i)):
             ds.step(i, t)
     assert len(ds._videos._cache) == 1 and len(ds._tables) == 1 and len(ds._files) == 1
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives: empty caches
+    assert len(copy._videos._cache) == 0 and len(copy._tables) == 0
+    np.testing.assert_array_equal(copy.step(2, 1).image, ds.step(2, 1).image)
