@@ -306,3 +306,17 @@ def test_video_memory_stays_bounded(tmp_path, episodes):
     copy = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker receives: empty caches
     assert len(copy._videos._cache) == 0 and len(copy._tables) == 0
     np.testing.assert_array_equal(copy.step(2, 1).image, ds.step(2, 1).image)
+
+
+def test_two_cameras_written_by_lerobot():
+    want = np.load(FIXTURES / "v30_two_cameras.npz")
+    ds = open_dataset(FIXTURES / "v30_two_cameras")
+    assert ds.camera_names == ["observation.image", "observation.images.wrist"] and ds.video_cameras == ["observation.image"]
+    assert ds.image_key == "observation.image"
+    steps = [ds.step(i, t, cameras=["observation.images.wrist"]) for i in range(len(ds)) for t in range(ds.episode_length(i))]
+    np.testing.assert_array_equal(np.stack([s.image for s in steps]), want["images"])
+    np.testing.assert_array_equal(np.stack([s.extra_images["observation.images.wrist"] for s in steps]), want["wrist"])
+    wrist = open_dataset(FIXTURES / "v30_two_cameras", image_key="observation.images.wrist")
+    np.testing.assert_array_equal(np.concatenate([wrist[i].images for i in range(len(wrist))]), want["wrist"])
+    with pytest.raises(ValueError, match="camera 'observation.images.top' not found"):
+        open_dataset(FIXTURES / "v30_two_cameras", image_key="observation.images.top")

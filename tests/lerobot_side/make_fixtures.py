@@ -39,10 +39,12 @@ def frame_image(e: int, t: int) -> np.ndarray:
     return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
 
 
-def write(root: Path, video: bool) -> None:
+def write(root: Path, video: bool, wrist: bool = False) -> None:
     features = {
         "observation.image": {"dtype": "video" if video else "image", "shape": (SIZE, SIZE, 3),
                               "names": ["height", "width", "channel"]},
+        **({"observation.images.wrist": {"dtype": "image", "shape": (SIZE, SIZE, 3),
+                                         "names": ["height", "width", "channel"]}} if wrist else {}),
         "observation.state": {"dtype": "float32", "shape": (7,), "names": None},
         "action": {"dtype": "float32", "shape": (7,), "names": None},
     }
@@ -57,6 +59,8 @@ def write(root: Path, video: bool) -> None:
                      "observation.state": rng.normal(size=7).astype(np.float32),
                      "action": rng.normal(size=7).astype(np.float32),
                      "task": TASKS[e % 2]}
+            if wrist:
+                frame["observation.images.wrist"] = frame_image(e + 5, t)[::-1].copy()
             if "task" in inspect.signature(ds.add_frame).parameters:  # lerobot 0.3.x: add_frame(frame, task)
                 ds.add_frame({k: v for k, v in frame.items() if k != "task"}, task=frame["task"])
             else:
@@ -72,6 +76,8 @@ def dump(root: Path, out: Path) -> None:
     np.savez_compressed(
         out,
         images=np.stack([np.round(r["observation.image"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8) for r in rows]),
+        **({"wrist": np.stack([np.round(r["observation.images.wrist"].numpy().transpose(1, 2, 0) * 255).astype(np.uint8)
+                               for r in rows])} if "observation.images.wrist" in rows[0] else {}),
         states=np.stack([r["observation.state"].numpy() for r in rows]),
         actions=np.stack([r["action"].numpy() for r in rows]),
         episode_index=np.array([int(r["episode_index"]) for r in rows]),
@@ -92,6 +98,12 @@ def main(out: str) -> None:
         write(out_dir / name, video)
         dump(out_dir / name, out_dir / f"{name}.npz")
         shutil.rmtree(out_dir / name / "images", ignore_errors=True)  # LeRobot's PNG scratch copy
+        print("wrote", out_dir / name)
+    if tag == "v30":  # two cameras: the main one as video, a wrist camera as images
+        name = "v30_two_cameras"
+        write(out_dir / name, True, wrist=True)
+        dump(out_dir / name, out_dir / f"{name}.npz")
+        shutil.rmtree(out_dir / name / "images", ignore_errors=True)
         print("wrote", out_dir / name)
 
 
