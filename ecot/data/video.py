@@ -210,9 +210,17 @@ class VideoFiles:
     def __init__(self, max_open: int = 4, tolerance_s: float = DEFAULT_TOLERANCE_S):
         self.tolerance_s = tolerance_s
         self._cache: LRUCache[Path, VideoFile] = LRUCache(max_open, on_evict=VideoFile.close)
+        self._pid = os.getpid()
 
     def frames_at(self, path: Path, times: Sequence[float]) -> np.ndarray:
+        if os.getpid() != self._pid:  # a forked worker: never share the parent's decoders (and file offsets)
+            self._cache = LRUCache(self._cache.maxsize, on_evict=VideoFile.close)
+            self._pid = os.getpid()
         return self._cache.get(Path(path), lambda: VideoFile(path, self.tolerance_s)).frames_at(times)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._pid = os.getpid()
 
     def close(self) -> None:
         self._cache.clear()

@@ -320,3 +320,25 @@ def test_two_cameras_written_by_lerobot():
     np.testing.assert_array_equal(np.concatenate([wrist[i].images for i in range(len(wrist))]), want["wrist"])
     with pytest.raises(ValueError, match="camera 'observation.images.top' not found"):
         open_dataset(FIXTURES / "v30_two_cameras", image_key="observation.images.top")
+
+
+def test_forked_workers_decode_independently():
+    """A DataLoader-style fork after the parent decoded: the child opens its own decoders."""
+    import multiprocessing as mp
+
+    ds = open_dataset(FIXTURES / "v30_video")
+    want = np.load(FIXTURES / "v30_video.npz")["images"]
+    ds.step(0, 3)  # the parent holds an open decoder, which the forked children inherit
+    _INHERITED["ds"] = ds
+    ctx = mp.get_context("fork")
+    with ctx.Pool(2) as pool:
+        got = pool.starmap(_step_sum, [(i, t) for i in range(3) for t in range(ds.episode_length(i))])
+    assert got == [int(x.sum(dtype=np.int64)) for x in want]
+    np.testing.assert_array_equal(ds.step(2, 4).image, want[9 + 6 + 4])  # the parent still reads correctly
+
+
+_INHERITED: dict = {}
+
+
+def _step_sum(i, t):
+    return int(_INHERITED["ds"].step(i, t).image.sum(dtype=np.int64))
