@@ -29,6 +29,9 @@ DEFAULT_TOLERANCE_S = 1e-4
 _FORWARD_WINDOW_S = 2.0  # decode forward (no seek) when the next request is at most this far ahead
 
 
+_INHERITED_DECODERS: list = []  # a forked child's copies of its parent's decoders, never torn down
+
+
 class FrameTimestampError(ValueError):
     """No decoded frame lies within the tolerance of a requested time."""
 
@@ -147,6 +150,12 @@ class VideoFile:
                 pass
         self._container = self._stream = self._iter = self._last = None
 
+    def forget(self) -> None:
+        """Drop the decoder without closing it (in a forked child, for the parent's decoders: tearing
+        down FFmpeg state copied from the parent, whose decoder threads do not exist here, can hang)."""
+        _INHERITED_DECODERS.append((self._container, self._stream, self._iter))  # kept alive for good
+        self._container = self._stream = self._iter = self._last = None
+
     def __del__(self) -> None:  # pragma: no cover - best effort
         self.close()
 
@@ -214,6 +223,8 @@ class VideoFiles:
 
     def frames_at(self, path: Path, times: Sequence[float]) -> np.ndarray:
         if os.getpid() != self._pid:  # a forked worker: never share the parent's decoders (and file offsets)
+            for inherited in list(self._cache._data.values()):
+                inherited.forget()
             self._cache = LRUCache(self._cache.maxsize, on_evict=VideoFile.close)
             self._pid = os.getpid()
         return self._cache.get(Path(path), lambda: VideoFile(path, self.tolerance_s)).frames_at(times)
