@@ -689,7 +689,7 @@ class LeRobotLayoutDataset(EpisodeDataset):
 
     # ---------------------------------------------------------------- the interface
 
-    def episode(self, i: int, cameras: list[str] | None = None) -> Episode:
+    def episode(self, i: int) -> Episode:
         i = self._check_index(i)
         table = self._table(i)
         images = self._images(i, table, self.image_key, list(range(table.num_rows)))

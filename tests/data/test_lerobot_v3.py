@@ -209,7 +209,7 @@ def test_conversion_resumes_and_refuses_other_settings(tmp_path, episodes, capsy
     assert "other settings" in capsys.readouterr().err
 
 
-def test_rlds_to_v30_video(tmp_path, episodes):
+def test_rlds_to_v30_video(tmp_path, episodes, capsys):
     from ecot.data.rlds import write_rlds
 
     rlds = write_rlds(tmp_path / "rlds", episodes, image_format="png")
@@ -219,6 +219,10 @@ def test_rlds_to_v30_video(tmp_path, episodes):
     assert len(ds) == 3 and ds.video_cameras == ["observation.image"]
     np.testing.assert_array_equal(ds[1].actions, episodes[1].actions)
     assert ds[1].episode_id == "1" and ds[1].instruction == "stack c"
+    capsys.readouterr()
+    assert main(["data", "info", str(rlds.parent), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "rlds" and info["episodes"] == 3 and info["frames"] == 15
 
 
 def test_data_info_cli(tmp_path, capsys):
