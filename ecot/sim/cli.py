@@ -10,7 +10,7 @@ def register(subparsers) -> None:
     sub = sim.add_subparsers(title="sim commands", metavar="SIM_COMMAND")
     sim.set_defaults(func=lambda args: (sim.print_help(), 0)[1])
 
-    c = sub.add_parser("collect", help="collect scripted demonstrations into a LeRobot-layout dataset (resumable)")
+    c = sub.add_parser("collect", help="collect scripted demonstrations into a LeRobot v3.0 dataset (resumable)")
     c.add_argument("--task", default="all", help="task family (pick_place, move_relation, stack, push) or 'all'")
     c.add_argument("--split", default="seen", choices=["seen", "heldout"], help="object/relation compositions")
     c.add_argument("--episodes", type=int, required=True, help="total number of episodes in the dataset")
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     c.add_argument("--workers", type=int, default=1, help="parallel simulation processes")
     c.add_argument("--max-attempts", type=int, default=3, help="retries (new seed) when a demonstration fails")
     c.add_argument("--name", default="ecot_sim", help="dataset name (the key of its normalization statistics)")
+    c.add_argument("--video", action="store_true", help="store the camera as mp4 video (LeRobot v3.0, AV1) instead of PNG frames")
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c.set_defaults(func=_collect)
 
@@ -37,7 +38,7 @@ def _collect(args: argparse.Namespace) -> int:
     try:
         config = CollectConfig(task=args.task, split=args.split, episodes=args.episodes, seed=args.seed,
                                image_size=args.image_size, workers=args.workers, max_attempts=args.max_attempts,
-                               dataset_name=args.name)
+                               dataset_name=args.name, video=args.video)
     except ValueError as err:
         print(f"error: {err}")
         return 2

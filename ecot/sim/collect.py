@@ -34,6 +34,7 @@ class CollectConfig:
     max_attempts: int = 3
     dataset_name: str = "ecot_sim"
     max_steps: int = 80
+    video: bool = False  # store the camera as mp4 (LeRobot v3.0 video) instead of PNG frames
 
     def __post_init__(self) -> None:
         if self.task != "all" and self.task not in FAMILIES:
@@ -131,7 +132,7 @@ def _collect_one(args: tuple) -> Any:
         if episode.metadata["success"]:
             break
     episode.metadata["episode_id"] = str(index)
-    from ecot.data.lerobot import encode_png
+    from ecot.io import encode_png
 
     return episode, [encode_png(img) for img in episode.images]  # encode in the worker, in parallel
 
@@ -150,11 +151,12 @@ def collect(out: str | Path, config: CollectConfig | None = None, progress: bool
     meta_path = out / COLLECT_META
     if meta_path.exists():
         previous = json.loads(meta_path.read_text())
+        previous.setdefault("video", False)  # collections made before --video existed
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise ValueError(f"{out} was collected with different settings (existing, requested): {diff}; "
                              "use another output directory or the same settings to resume")
-    writer = LeRobotWriter(out, fps=5, dataset_name=config.dataset_name)
+    writer = LeRobotWriter(out, fps=5, dataset_name=config.dataset_name, video=config.video)
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = meta_path.with_name(meta_path.name + ".tmp")
     tmp.write_text(json.dumps(config.identity(), indent=2))
