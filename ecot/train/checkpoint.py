@@ -65,19 +65,27 @@ def save_model_dir(cls: type, config: Any, state_dict: dict[str, torch.Tensor], 
 
 def write_atomically(dest: Path, fill) -> Path:
     """Call ``fill(tmp_dir)`` then rename ``tmp_dir`` to ``dest`` (replacing an old ``dest``)."""
+    import errno
+    import os
+
+    from ecot.errors import is_disk_full
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{dest.name}"
+    tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"  # unique: never another process's
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # no partial directory is left behind
+        if not isinstance(err, OSError) and isinstance(err, Exception) and is_disk_full(err):
+            # torch.save reports a full disk as "RuntimeError: ... unexpected pos": say what it is.
+            raise OSError(errno.ENOSPC, f"no space left on device ({str(err).splitlines()[0]})", str(dest)) from err
         raise
     if dest.exists():
-        old = dest.parent / f".old-{dest.name}"
+        old = dest.parent / f".old-{dest.name}-{os.getpid()}"
         if old.exists():
             shutil.rmtree(old)
         dest.rename(old)
