@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecot.actions import ACTION_DIM
 from ecot.model.config import VLAConfig
 from ecot.model.vision import Projector, VisionBackbone
 
@@ -190,9 +191,12 @@ class VLA(nn.Module):
             stats = processor.norm_stats.get(unnorm_key).action
         action_dim = stats.dim if stats is not None else 7
 
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError(f"the instruction must be a non-empty string, got {instruction!r:.80}")
+        pixel_values = processor.image_transform(image).unsqueeze(0).to(self.device)  # refuses tiny images
         prompt = inference_prompt(instruction, processor.prompt_style)
         input_ids = processor.encode_prompt(prompt).to(self.device)
-        pixel_values = processor.image_transform(image).unsqueeze(0).to(self.device)
+        self._check_context(input_ids.shape[1], len(tokenizer(instruction, add_special_tokens=False)["input_ids"]))
         generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
         generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
         new_ids = self.generate(
@@ -217,6 +221,23 @@ class VLA(nn.Module):
             generated_ids=new_ids,
             unnorm_key=unnorm_key,
         )
+
+    def context_budget(self) -> int:
+        """Positions the language model holds: image patches + prompt + generated tokens."""
+        text = self.config.text_config
+        return int(text.get("max_position_embeddings", self.config.llm_max_length))
+
+    def _check_context(self, prompt_tokens: int, instruction_tokens: int) -> None:
+        """Refuse a prompt that leaves no room for the answer (reasoning + 7 action tokens)."""
+        budget = self.context_budget()
+        used = self.config.num_patches + prompt_tokens
+        room = ACTION_DIM + 2  # at least the action tokens and their tag
+        if used + room > budget:
+            most = max(0, budget - room - self.config.num_patches - (prompt_tokens - instruction_tokens))
+            raise ValueError(
+                f"the instruction is too long: {instruction_tokens} tokens, and with the prompt and "
+                f"{self.config.num_patches} image patches it needs {used} of the model's {budget} context positions, "
+                f"leaving no room for the answer; expected an instruction of at most {most} tokens")
 
     # ------------------------------------------------------------------ checkpoints
 
