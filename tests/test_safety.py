@@ -27,7 +27,8 @@ from ecot.runlock import DirLock, DirectoryLocked, holder_of, locked_dir
 PY = sys.executable
 ENV = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa"),
        "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", "osmesa")}
-TRAIN = ["--model", "tiny-siglip", "--batch-size", "2", "--log-every", "1", "--no-progress", "--no-tensorboard"]
+TRAIN = ["--model", "tiny-siglip", "--batch-size", "2", "--log-every", "1", "--eval-batches", "1", "--no-progress",
+         "--no-tensorboard"]
 
 
 def ecot(*args: str, timeout: float = 300, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
