@@ -114,7 +114,9 @@ def split_episodes(n: int, eval_episodes: int | None) -> tuple[list[int], list[i
         raise ValueError("the dataset has no episodes")
     k = (max(1, n // 10) if n >= 2 else 0) if eval_episodes is None else eval_episodes
     if not 0 <= k < n:
-        raise ValueError(f"cannot hold out {k} of {n} episodes: at least one must remain for training")
+        from ecot.errors import UsageError
+
+        raise UsageError(f"cannot hold out {k} of {n} episodes (--eval-episodes): at least one must remain for training")
     return list(range(n - k)), list(range(n - k, n))
 
 
