@@ -132,9 +132,11 @@ class DirLock:
             os.pwrite(fd, json.dumps(record).encode(), 0)
             _HELD[key] = [fd, 1]
 
-    def release(self, remove_if_empty: bool = False) -> None:
+    def release(self, remove_if_empty: bool = False, remove_file: bool = False) -> None:
         """Free the lock. ``remove_if_empty``: also remove the directory when this lock created it
-        and nothing but the lock file is in it (a command that failed before writing anything)."""
+        and nothing but the lock file is in it (a command that failed before writing anything).
+        ``remove_file``: remove the lock file too (for outputs that are shared as they are, like a
+        checkpoint directory; a process that opened the old file meanwhile still fails at once)."""
         key = self._key
         with _HELD_LOCK:
             entry = _HELD.get(key)
@@ -152,6 +154,8 @@ class DirLock:
                         self.directory.rmdir()
                 except OSError:
                     pass
+            elif remove_file:
+                self.path.unlink(missing_ok=True)  # still locked: acquirers re-check the inode
             else:
                 try:
                     os.ftruncate(fd, 0)
@@ -168,12 +172,14 @@ class DirLock:
 
 
 @contextmanager
-def locked_dir(directory: str | os.PathLike, what: str = "ecot", scope: str | None = None) -> Iterator[DirLock]:
+def locked_dir(directory: str | os.PathLike, what: str = "ecot", scope: str | None = None,
+               keep_file: bool = True) -> Iterator[DirLock]:
     """Hold ``directory``'s exclusive lock (creating the directory) for the ``with`` block.
 
     Raises :class:`DirectoryLocked` at once, naming the directory and the holder's PID, when
     another live process holds it. When the block fails and the directory was created here and
     holds nothing else, it is removed again (no empty leftovers of a failed command).
+    ``keep_file=False`` removes the lock file on success (outputs shared as they are).
     """
     lock = DirLock(directory, what, scope)
     try:
@@ -181,7 +187,7 @@ def locked_dir(directory: str | os.PathLike, what: str = "ecot", scope: str | No
     except BaseException:
         lock.release(remove_if_empty=True)
         raise
-    lock.release()
+    lock.release(remove_file=not keep_file)
 
 
 # ---------------------------------------------------------------------- child processes

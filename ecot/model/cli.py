@@ -73,7 +73,7 @@ def _init(args) -> int:
     config = VLAConfig.preset(args.preset)
     if config.text_config.get("hidden_size", 4096) >= 2048 and not args.allow_large:
         raise UsageError(f"preset {args.preset} is a 7B model (~30 GB of RAM); pass --allow-large to materialize it")
-    with locked_dir(out, "ecot model init"):
+    with locked_dir(out, "ecot model init", keep_file=False):  # a checkpoint is shared as it is: no lock file kept
         existing = [p.name for p in out.iterdir() if not p.name.startswith(".ecot.lock")]
         if existing and not args.force:
             raise UsageError(f"{out} is not empty ({', '.join(sorted(existing)[:4])}); refusing to overwrite it "
