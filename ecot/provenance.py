@@ -32,7 +32,12 @@ class ProvenanceError(EcotError):
 
 def episode_record(dataset: Any, i: int) -> tuple[str, str, int]:
     """``(file_path, episode_id, length)`` of episode ``i`` without decoding its images when possible."""
-    if hasattr(dataset, "episode_length") and hasattr(dataset, "_metadata"):  # LeRobot layout: metadata only
+    if hasattr(dataset, "episode_key"):  # a reader that knows its keys without reading the episode
+        file_path, episode_id = dataset.episode_key(i)
+        return str(file_path), str(episode_id), int(dataset.episode_length(i))
+    from ecot.data.lerobot import LeRobotLayoutDataset
+
+    if isinstance(dataset, LeRobotLayoutDataset):  # metadata only, no parquet read
         meta = dataset._metadata(i, 0)
         return str(meta.get("file_path", "")), str(meta.get("episode_id", "")), int(dataset.episode_length(i))
     if hasattr(dataset, "episode_length") and hasattr(dataset, "step"):
@@ -69,8 +74,11 @@ def write_provenance(out_dir: str | os.PathLike, dataset: Any, n: int, dataset_d
     """Record which episodes of which dataset the features in ``out_dir`` were computed from."""
     from ecot.runlock import unique_temp
 
-    record = {"dataset_dir": str(Path(dataset_dir).resolve()), **dataset_provenance(dataset, n),
-              "dataset_fingerprint": dataset_provenance(dataset)["fingerprint"]}
+    full = dataset_provenance(dataset)
+    records = full["episodes"][:n]
+    record = {"dataset_dir": str(Path(dataset_dir).resolve()),
+              "fingerprint": fingerprint_of(full["settings"], records), "settings": full["settings"],
+              "episodes": records, "dataset_fingerprint": full["fingerprint"]}
     path = Path(out_dir) / PROVENANCE_NAME
     tmp = unique_temp(path)
     tmp.write_text(json.dumps(record, indent=1))

@@ -577,3 +577,19 @@ def test_kill9_of_collect_leaves_no_worker_running(tmp_path):
     proc = start("sim", "collect", "--episodes", "40", "--workers", "2", "--image-size", "32", "--out", tmp_path / "ds",
                  "--no-progress")
     _kill_parent_check_orphans(proc, 2)
+
+
+def test_fingerprint_of_an_rlds_dataset_uses_its_episode_keys(tmp_path):
+    from ecot.data import open_dataset
+    from ecot.data.episode import Episode
+    from ecot.data.rlds import write_rlds
+    from ecot.provenance import dataset_provenance
+
+    rng = np.random.default_rng(0)
+    eps = [Episode(images=rng.integers(0, 256, (4 + i, 16, 16, 3), dtype=np.uint8),
+                   states=np.zeros((4 + i, 7), np.float32), actions=np.zeros((4 + i, 7), np.float32),
+                   instruction="put the carrot on the plate",
+                   metadata={"file_path": f"/raw/traj{i}", "episode_id": str(10 + i)}) for i in range(2)]
+    write_rlds(tmp_path, eps, name="bridge_orig", version="1.0.0", num_shards=1, image_format="png")
+    record = dataset_provenance(open_dataset(tmp_path / "bridge_orig"))
+    assert sorted(record["episodes"]) == [["/raw/traj0", "10", 4], ["/raw/traj1", "11", 5]]
