@@ -74,13 +74,18 @@ def report_error(err: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is global; accept it after the subcommand too (`ecot train ... --debug`).
+    cut = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:cut]
+    argv = [a for a in argv[:cut] if a != "--debug"] + argv[cut:]
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 0
-    debug = bool(getattr(args, "debug", False) or os.environ.get("ECOT_DEBUG"))
+    debug = bool(debug or os.environ.get("ECOT_DEBUG"))
     try:
         result = func(args)
     except KeyboardInterrupt:

@@ -355,6 +355,8 @@ def test_one_error_line_exit_codes_and_debug(tmp_path):
     assert bad.returncode == 2 and "episodes must be a positive integer" in one_error_line(bad.stderr)
     debug = ecot("--debug", "sim", "collect", "--episodes", "0", "--out", tmp_path / "x")
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "UsageError" in debug.stderr
+    late = ecot("sim", "collect", "--episodes", "0", "--out", tmp_path / "x", "--debug")
+    assert "Traceback" in late.stderr
     env_debug = ecot("sim", "collect", "--episodes", "0", "--out", tmp_path / "x", env={**ENV, "ECOT_DEBUG": "1"})
     assert "Traceback" in env_debug.stderr
     missing = ecot("annotate", tmp_path / "missing", "--out", tmp_path / "o")
