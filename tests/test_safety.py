@@ -339,6 +339,8 @@ def test_bad_options_never_reach_disk(sim, tmp_path, capsys):
         (["train", "--data", str(data), "--out", str(tmp_path / "g"), "--max-steps", "0"], "max_steps"),
         (["train", "--data", str(data), "--out", str(tmp_path / "h"), "--batch-size", "-2"], "batch_size"),
         (["train", "--data", str(data), "--out", str(tmp_path / "i"), "--lr", "0"], "lr must be"),
+        (["train", "--data", str(data), "--out", str(tmp_path / "j"), "--model", "nope"], "neither a preset"),
+        (["train", "--data", str(data), "--out", str(tmp_path / "k"), "--model", str(data)], "holds no config.json"),
     ]
     for argv, expected in cases:
         capsys.readouterr()
@@ -595,3 +597,15 @@ def test_fingerprint_of_an_rlds_dataset_uses_its_episode_keys(tmp_path):
     write_rlds(tmp_path, eps, name="bridge_orig", version="1.0.0", num_shards=1, image_format="png")
     record = dataset_provenance(open_dataset(tmp_path / "bridge_orig"))
     assert sorted(record["episodes"]) == [["/raw/traj0", "10", 4], ["/raw/traj1", "11", 5]]
+
+
+def test_annotation_resume_refuses_a_recollected_dataset(tmp_path, capsys):
+    data = tmp_path / "data"
+    collect = ["sim", "collect", "--episodes", "2", "--image-size", "32", "--no-progress", "--out", str(data)]
+    assert main(collect) == 0
+    assert main(["annotate", str(data), "--out", str(tmp_path / "ann"), "--limit", "1", "--no-progress"]) == 0
+    shutil.rmtree(data)
+    assert main(collect + ["--seed", "9"]) == 0  # same place, other demonstrations
+    capsys.readouterr()
+    assert main(["annotate", str(data), "--out", str(tmp_path / "ann"), "--no-progress"]) == 1
+    assert "seed: 0 then, 9 now" in one_error_line(capsys.readouterr().err)

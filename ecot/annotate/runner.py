@@ -236,6 +236,7 @@ def _run_locked(config: RunConfig, dataset, factory, n: int, out: Path, start: f
     work = WorkDir(out)
     work.make()
     work.clean_temps()
+    _check_same_collection(out, dataset)
     cache_dir = config.annotate.llm_cache or str(out / "llm_cache")
 
     mine = [i for i in range(n) if i % config.num_shards == config.shard_index]
@@ -275,6 +276,26 @@ def _run_locked(config: RunConfig, dataset, factory, n: int, out: Path, start: f
     return RunSummary(total=len(mine), done=len(set(mine) & work.done_indices()), annotated_now=annotated,
                       failed=failed, features_path=features_path, seconds=time.perf_counter() - start,
                       steps_now=steps)
+
+
+def _check_same_collection(out: Path, dataset) -> None:
+    """Refuse to resume over a dataset re-collected with other settings since the run started
+    (its finished episodes would describe other demonstrations)."""
+    from ecot.annotate.workdir import write_atomic
+    from ecot.errors import EcotError
+    from ecot.provenance import collection_settings
+
+    path = out / "work" / "dataset_settings.json"
+    now = collection_settings(dataset)
+    if path.exists():
+        then = json.loads(path.read_text())
+        if then != now:
+            keys = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+            raise EcotError(f"the dataset changed since the annotation in {out} started (collection settings "
+                            + ", ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in keys)
+                            + "); annotate it into a new --out directory")
+    else:
+        write_atomic(path, json.dumps(now, sort_keys=True))
 
 
 def failure_summary(summary: RunSummary, work: WorkDir | None = None) -> str:

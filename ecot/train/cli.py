@@ -84,9 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_config_from_args(args: argparse.Namespace):
     from ecot.model.config import PRESETS
     from ecot.train.lora import LoraSettings
-    from ecot.train.recipes import RunConfig
+    from ecot.train.recipes import RunConfig, check_model_source
     from ecot.train.trainer import TrainConfig
 
+    check_model_source(args.model)
     lr = args.lr
     if lr is None:
         lr = TINY_LR if args.model.startswith("tiny") and args.model in PRESETS else FINETUNE_LR

@@ -72,6 +72,22 @@ class RunConfig:
         self.train.out_dir = self.out
 
 
+def check_model_source(model: str, option: str = "--model") -> None:
+    """Refuse (usage error, before any work) a model that is neither a preset nor a checkpoint directory.
+
+    Used by ``ecot train`` and meant for every command that takes a model (the demo included)."""
+    from ecot.errors import UsageError
+    from ecot.model.config import PRESETS
+
+    source = Path(model)
+    if model in PRESETS or source.is_dir():
+        if source.is_dir() and model not in PRESETS and not (source / "config.json").is_file():
+            raise UsageError(f"{option} {model}: the directory holds no config.json; expected a checkpoint "
+                             f"directory (`ecot model init`, a run's final/) or a preset ({', '.join(sorted(PRESETS))})")
+        return
+    raise UsageError(f"{option} {model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a checkpoint directory")
+
+
 def sample_config(run: RunConfig) -> SampleConfig:
     """The sample settings of the run's recipe (explicit options win)."""
     dropout = {"ecot": 0.0, "no-reasoning": 1.0, "reasoning-dropout": 0.5, "reasoning-pretrain": 0.0}[run.recipe]
