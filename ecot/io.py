@@ -66,20 +66,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_dir_atomically(dest: str | os.PathLike, fill: Callable[[Path], object]) -> Path:
-    """Call ``fill(tmp_dir)``, then rename ``tmp_dir`` to ``dest`` (replacing an old ``dest``)."""
+    """Call ``fill(tmp_dir)``, then rename ``tmp_dir`` to ``dest`` (replacing an old ``dest``).
+
+    The temporary names carry the process id, so two processes never share one; a ``fill`` that
+    fails leaves no partial directory, and a full disk is reported as ``ENOSPC`` whatever library
+    noticed it (torch.save says "unexpected pos").
+    """
+    import errno
+
+    from ecot.errors import is_disk_full
+
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{dest.name}"
+    tmp = dest.parent / f".tmp-{dest.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         fill(tmp)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(err, OSError) and isinstance(err, Exception) and is_disk_full(err):
+            raise OSError(errno.ENOSPC, f"no space left on device ({str(err).splitlines()[0]})", str(dest)) from err
         raise
     if dest.exists():
-        old = dest.parent / f".old-{dest.name}"
+        old = dest.parent / f".old-{dest.name}-{os.getpid()}"
         if old.exists():
             shutil.rmtree(old)
         dest.rename(old)

@@ -35,13 +35,10 @@ def register(subparsers) -> None:
 def _collect(args: argparse.Namespace) -> int:
     from ecot.sim.collect import CollectConfig, collect
 
-    try:
-        config = CollectConfig(task=args.task, split=args.split, episodes=args.episodes, seed=args.seed,
-                               image_size=args.image_size, workers=args.workers, max_attempts=args.max_attempts,
-                               dataset_name=args.name, video=args.video)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    # Invalid settings raise UsageError here, before the output directory is touched.
+    config = CollectConfig(task=args.task, split=args.split, episodes=args.episodes, seed=args.seed,
+                           image_size=args.image_size, workers=args.workers, max_attempts=args.max_attempts,
+                           dataset_name=args.name, video=args.video)
     summary = collect(args.out, config, progress=not args.no_progress)
     print(f"{summary['episodes']} episodes in {summary['out']} "
           f"({summary['new_episodes']} new, {summary['new_successes']} of them successful)")
@@ -52,10 +49,13 @@ def _render(args: argparse.Namespace) -> int:
     from ecot.data import open_dataset
     from ecot.sim.render import render_episode_gif
 
+    from ecot.errors import UsageError
+
+    if args.scale < 1:
+        raise UsageError(f"--scale must be a positive integer, got {args.scale}")
     ds = open_dataset(args.dataset)
     if not 0 <= args.episode < len(ds):
-        print(f"error: episode {args.episode} out of range; the dataset has {len(ds)} episodes")
-        return 2
+        raise UsageError(f"--episode {args.episode} is out of range; expected 0 .. {len(ds) - 1} ({len(ds)} episodes)")
     path = render_episode_gif(ds[args.episode], args.out, scale=args.scale, fps=ds.fps or 5)
     print(f"wrote {path}")
     return 0

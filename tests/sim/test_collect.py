@@ -113,5 +113,6 @@ def test_cli_collect_and_render_gif(tmp_path, capsys):
         assert im.n_frames == len(ds[0])
         assert im.size == (96, 96)
     assert main(["sim", "render", str(out), "--episode", "5", "--out", str(gif)]) == 2
-    assert "out of range" in capsys.readouterr().out
+    assert "ecot: error: --episode 5 is out of range" in capsys.readouterr().err  # usage error: exit 2, one line
     assert main(["sim", "collect", "--task", "juggle", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown task family 'juggle'" in capsys.readouterr().err and not (tmp_path / "x").exists()
