@@ -18,6 +18,7 @@ async reasoning, edits) until :meth:`reset` or disconnect.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from ecot.serve import protocol
+
+# websockets >= 17 wants connect() used as a context manager unless legacy=True says otherwise
+_CONNECT_KWARGS = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 class PolicyServerError(RuntimeError):
@@ -55,7 +59,8 @@ class PolicyClient:
     def _connect(self) -> None:
         headers = {"Authorization": f"Api-Key {self.api_key}"} if self.api_key else None
         self._ws = connect(
-            self.uri, compression=None, max_size=None, additional_headers=headers, open_timeout=self.open_timeout
+            self.uri, compression=None, max_size=None, additional_headers=headers, open_timeout=self.open_timeout,
+            **_CONNECT_KWARGS,
         )
         first = self._ws.recv(timeout=self.open_timeout)
         if isinstance(first, str):
