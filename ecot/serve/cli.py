@@ -17,7 +17,7 @@ def register(subparsers) -> None:
         "Live viewer at http://HOST:PORT/viewer.",
     )
     parser.add_argument("checkpoint", help="checkpoint directory (or hub id)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; another address warns without --api-key)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--mode", default="full", choices=MODES, help="how the policy reasons each step")
     parser.add_argument("--reuse-steps", type=int, default=5, help="steps a reasoning is reused for (mode reuse)")
