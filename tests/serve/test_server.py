@@ -228,6 +228,29 @@ def test_websocket_refuses_garbage_with_a_text_frame_and_1011(fast_server, scene
         assert _valid_action(client.infer(scene_image, INSTRUCTION)["action"])
 
 
+def test_websocket_frames_over_the_size_limit_are_refused(fast_server, scene_image):
+    from websockets.exceptions import ConnectionClosed
+
+    ws = _raw_ws(fast_server)
+    ws.send(b"\x00" * (17 * 2**20))
+    with pytest.raises(ConnectionClosed) as closed:
+        ws.recv(timeout=30)
+    assert closed.value.rcvd.code == 1009  # message too big
+    with PolicyClient("127.0.0.1", fast_server.port) as client:
+        assert _valid_action(client.infer(scene_image, INSTRUCTION)["action"])
+
+
+def test_http_sessions_are_bounded(fast_server):
+    from ecot.serve.app import SessionStore
+
+    policy = fast_server.server.config.app.state.service.policy
+    store = SessionStore(policy, max_sessions=3)
+    first = store.http("a")
+    for name in ("b", "c", "a", "d"):  # "a" was used again, so "b" is the least recently used
+        store.http(name)
+    assert store.names() == ["c", "a", "d"] and store.http("a") is first
+
+
 def test_openpi_client_raises_on_a_server_error(fast_server):
     from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
@@ -260,8 +283,12 @@ def test_api_key_is_checked_on_every_route(keyed_server, scene_image):
     body = {"image": _png(scene_image), "instruction": INSTRUCTION}
     assert requests.post(url + "/v1/act", json=body, timeout=30).status_code == 401
     assert requests.post(url + "/v1/act", json=body, headers={"Authorization": "Bearer s3cret-key"}, timeout=60).status_code == 200
-    with pytest.raises(InvalidStatus):
+    with pytest.raises(InvalidStatus) as refused:
         WebsocketClientPolicy("127.0.0.1", keyed_server.port)
+    assert refused.value.response.status_code == 403
+    with requests.get(url + "/v1/events?api_key=s3cret-key", stream=True, timeout=10) as events:
+        assert events.status_code == 200 and next(events.iter_lines()).startswith(b"event: metadata")
+    assert requests.get(url + "/v1/events", stream=True, timeout=10).status_code == 401
     with pytest.raises(InvalidStatus):
         PolicyClient("127.0.0.1", keyed_server.port, api_key="wrong")
     openpi = WebsocketClientPolicy("127.0.0.1", keyed_server.port, api_key="s3cret-key")
