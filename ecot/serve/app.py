@@ -67,7 +67,7 @@ class Edit(BaseModel):
     plan: str | None = Field(None, max_length=2000)
     subtask: str | None = Field(None, max_length=2000)
     move: str | None = Field(None, max_length=2000)
-    visible_objects: list[tuple[str, list[float]]] | None = Field(
+    visible_objects: list[tuple[str, list[int | float]]] | None = Field(
         None, max_length=64, description="[[name, [x0, y0, x1, y1]], ...] in image pixels"
     )
 
@@ -89,19 +89,21 @@ class ActRequest(BaseModel):
 class ReasoningFields(BaseModel):
     task: str
     plan: str
-    visible_objects: list[tuple[str, list[float]]]
+    visible_objects: list[tuple[str, list[int | float]]]
     subtask_reasoning: str
     subtask: str
     move_reasoning: str
     move: str
-    gripper_positions: list[list[float]]
+    gripper_positions: list[list[int | float]]
 
 
 class ActResponse(BaseModel):
     action: list[float] = Field(description="the unnormalized action (action_dim values)")
     reasoning: ReasoningFields
     text: str = Field(description="the generated text, TASK: ... ACTION:")
-    timings: dict[str, float] = Field(description="policy timings (ms, token counts) and server queue/batch figures")
+    timings: dict[str, float | int | str | bool | None] = Field(
+        description="policy timings (ms, token counts) and the server's queue_ms, infer_ms, batch_size, latency_ms"
+    )
     session: str | None = None
 
 

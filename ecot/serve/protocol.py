@@ -301,11 +301,13 @@ def _validate_objects(items: Any) -> list[tuple[str, list[float]]]:
 
 # ---------------------------------------------------------------------- results
 
+REASONING_FIELDS = ("task", "plan", "visible_objects", "subtask_reasoning", "subtask", "move_reasoning", "move", "gripper_positions")
+
 
 def reasoning_dict(reasoning: Any) -> dict:
     """The typed reasoning fields as plain JSON (boxes and points as lists)."""
-    if reasoning is None:
-        return {}
+    if reasoning is None:  # no reasoning written (no-reasoning mode): every field empty
+        return {key: [] if key in ("visible_objects", "gripper_positions") else "" for key in REASONING_FIELDS}
     return {
         "task": reasoning.task,
         "plan": reasoning.plan,

@@ -126,3 +126,11 @@ def test_instruction_unnorm_key_and_edit_validation():
     for bad in ({"bogus": "x"}, {"plan": 3}, {"visible_objects": [["cup", [1, 2, 3]]]}, "plan"):
         with pytest.raises(ProtocolError):
             protocol.validate_edit(bad)
+
+
+def test_reasoning_dict_of_a_step_without_reasoning_has_every_field_empty():
+    from ecot.reasoning import Reasoning
+
+    empty = protocol.reasoning_dict(None)
+    assert empty == protocol.reasoning_dict(Reasoning())
+    assert set(empty) == set(protocol.REASONING_FIELDS)
