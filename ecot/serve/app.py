@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ecot.serve import protocol
 from ecot.serve.protocol import Limits, ProtocolError
-from ecot.serve.worker import BatchingWorker, StepRequest, apply_edit
+from ecot.serve.worker import BatchingWorker, StepRequest, apply_edit, close_session
 
 log = logging.getLogger("ecot.serve")
 
@@ -163,6 +163,8 @@ class SessionStore:
     def __init__(self, policy: Any, max_sessions: int = 256):
         self.policy = policy
         self.max_sessions = max_sessions
+        # async sessions own a reasoning thread whose close() may wait for it
+        self.background_close = str(getattr(policy, "metadata", {}).get("mode")) == "async"
         self._http: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._ws: dict[str, Any] = {}
         self._ids = itertools.count(1)
@@ -173,8 +175,12 @@ class SessionStore:
             return self._http[name]
         session = self._http[name] = self.policy.new_session()
         while len(self._http) > self.max_sessions:
-            self._http.popitem(last=False)
+            _, evicted = self._http.popitem(last=False)
+            self.close(evicted)
         return session
+
+    def close(self, session: Any) -> None:
+        close_session(session, self.background_close)
 
     def open_ws(self) -> tuple[str, Any]:
         name = f"ws-{next(self._ids)}"
@@ -182,7 +188,9 @@ class SessionStore:
         return name, self._ws[name]
 
     def close_ws(self, name: str) -> None:
-        self._ws.pop(name, None)
+        session = self._ws.pop(name, None)
+        if session is not None:
+            self.close(session)
 
     def get(self, name: str) -> Any | None:
         return self._ws.get(name) or self._http.get(name)
@@ -389,7 +397,12 @@ class PolicyService:
         }
 
     def session_for(self, name: str | None) -> Any:
+        """The named HTTP session, or a fresh one for a stateless call (close it with :meth:`done`)."""
         return self.sessions.http(name) if name else self.policy.new_session()
+
+    def done(self, name: str | None, session: Any) -> None:
+        if not name:
+            self.sessions.close(session)
 
 
 def create_app(
@@ -475,7 +488,11 @@ def create_app(
             if not isinstance(payload, dict):
                 raise ProtocolError("'encoded' must hold a JSON object with 'image' and 'instruction'")
         image, instruction, unnorm_key = _observation(payload, service, ("image",), ("instruction",))
-        out, _ = await service.step(image, instruction, unnorm_key, None, service.session_for(None))
+        session = service.session_for(None)
+        try:
+            out, _ = await service.step(image, instruction, unnorm_key, None, session)
+        finally:
+            service.done(None, session)
         action = protocol.json_numpy_encode(np.asarray(out.action, dtype=np.float64).reshape(-1))
         return JSONResponse(json.dumps(action) if encoded else action)
 
@@ -491,7 +508,10 @@ def create_app(
     async def act_v1(req: ActRequest) -> dict:
         image, instruction, unnorm_key, edit = _prepare(req)
         session = service.session_for(req.session)
-        out, info = await service.step(image, instruction, unnorm_key, req.session, session, edit=edit, reset=req.reset)
+        try:
+            out, info = await service.step(image, instruction, unnorm_key, req.session, session, edit=edit, reset=req.reset)
+        finally:
+            service.done(req.session, session)
         return service.result_json(out, info, req.session)
 
     @app.post(
@@ -517,6 +537,8 @@ def create_app(
             except Exception as err:
                 log.error("stream step failed", exc_info=err)
                 queue.put_nowait(("error", {"error": "internal server error (see the server log)"}))
+            finally:
+                service.done(req.session, session)
 
         task = asyncio.create_task(run())
 

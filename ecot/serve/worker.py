@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ecot.serve.protocol import ProtocolError
+
 log = logging.getLogger("ecot.serve")
 
 
@@ -45,11 +47,26 @@ class _Call:
 
 
 def apply_edit(session: Any, edit: dict) -> None:
-    """``session.edit(**fields)``, or ``session.edit(None)`` for an empty edit (clears the edits)."""
-    if edit:
-        session.edit(**edit)
+    """``session.edit(**fields)`` (merged into the session's edits), or ``session.edit(None)`` for
+    an empty edit (clears them). A value the policy refuses raises :class:`ProtocolError`."""
+    try:
+        if edit:
+            session.edit(**edit)
+        else:
+            session.edit(None)
+    except (ValueError, TypeError) as err:
+        raise ProtocolError(f"bad edit: {err}") from None
+
+
+def close_session(session: Any, background: bool) -> None:
+    """Release a session (its async reasoning thread, if any); ``background`` when that may block."""
+    close = getattr(session, "close", None)
+    if close is None:
+        return
+    if background:
+        threading.Thread(target=close, name="ecot-session-close", daemon=True).start()
     else:
-        session.edit(None)
+        close()
 
 
 class BatchingWorker:

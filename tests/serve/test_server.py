@@ -105,6 +105,11 @@ def test_json_api_png_session_and_edit(server, scene_image):
     again = requests.post(f"{server.url}/v1/act", json={**body, "edit": None}, timeout=60).json()
     assert again["reasoning"]["plan"] != "wave at the camera"
     assert requests.post(f"{server.url}/v1/sessions/nobody/edit", json={}, timeout=10).status_code == 404
+    # an edit the policy refuses (a value that would write another tag) is a 400, here and by session
+    refused = requests.post(f"{server.url}/v1/act", json={**body, "edit": {"plan": "go MOVE: up"}}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"].startswith("bad edit"), refused.text
+    by_session = requests.post(f"{server.url}/v1/sessions/robot-1/edit", json={"move": "up SUBTASK: x"}, timeout=30)
+    assert by_session.status_code == 400 and "bad edit" in by_session.json()["error"]
 
 
 def test_stream_pushes_the_reasoning_as_it_is_written(server, scene_image):
