@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 INSTRUCTION = "put the red block in the bowl"
+_STATS = {"sim_tabletop": {"action": {"mask": [True] * 6 + [False], "max": [1.0] * 7, "mean": [0.0] * 7,
+          "min": [-1.0] * 7, "q01": [-0.5] * 6 + [0.0], "q99": [0.5] * 6 + [1.0], "std": [1.0] * 7},
+          "num_trajectories": 1, "num_transitions": 1}}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -29,15 +32,32 @@ def serve_checkpoint(request, tmp_path_factory) -> Path:
         "VISIBLE OBJECTS: the red block [40, 52, 60, 70], the bowl [80, 30, 110, 60] SUBTASK REASONING: open. "
         "SUBTASK: grasp the red block. MOVE REASONING: below. MOVE: move down GRIPPER POSITION: [50, 40, 50, 44]"
     )
-    stats = {"sim_tabletop": {"action": {"mask": [True] * 6 + [False], "max": [1.0] * 7, "mean": [0.0] * 7,
-             "min": [-1.0] * 7, "q01": [-0.5] * 6 + [0.0], "q99": [0.5] * 6 + [1.0], "std": [1.0] * 7},
-             "num_trajectories": 1, "num_transitions": 1}}  # fmt: skip
     torch.manual_seed(0)
-    config = VLAConfig.preset("tiny-siglip", norm_stats=stats)
+    config = VLAConfig.preset("tiny-siglip", norm_stats=_STATS)
     model = VLA(config).eval()
     texts = [training_text(INSTRUCTION, reasoning, "", s) for s in ("vicuna", "pure")]
     model.processor = VLAProcessor(config, train_tiny_tokenizer(texts, vocab_size=1024))
     return model.save_pretrained(tmp_path_factory.mktemp("serve_ckpt"))
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(tmp_path_factory) -> Path:
+    """A random, deliberately minute VLA (28 px images -> 4 patches, one 64-wide Llama layer), for the
+    tests that need many fast steps rather than sensible ones (mode no-reasoning: 7 action tokens)."""
+    import torch
+
+    from ecot.model import VLA, VLAConfig, VLAProcessor
+    from ecot.model.tokenizer import train_tiny_tokenizer
+    from ecot.prompts import training_text
+
+    config = VLAConfig.preset("tiny-siglip", image_sizes=[28], norm_stats=_STATS)
+    config.text_config = {**config.text_config, "hidden_size": 64, "intermediate_size": 128,
+                          "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2}  # fmt: skip
+    torch.manual_seed(0)
+    model = VLA(config).eval()
+    texts = [training_text(INSTRUCTION, "TASK: put the red block in the bowl. PLAN: grasp it.", "", s) for s in ("vicuna", "pure")]
+    model.processor = VLAProcessor(config, train_tiny_tokenizer(texts, vocab_size=1024))
+    return model.save_pretrained(tmp_path_factory.mktemp("micro_ckpt"))
 
 
 def load(checkpoint: Path, mode: str):
@@ -73,8 +93,8 @@ def server(serve_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def fast_server(serve_checkpoint):
-    """Mode no-reasoning (7 action tokens per step): for the many-clients and fuzzing tests."""
-    srv = start(load(serve_checkpoint, "no-reasoning"), max_batch=8, max_wait_ms=5)
+def fast_server(micro_checkpoint):
+    """The minute model in mode no-reasoning: for the many-clients, malformed-input and fuzzing tests."""
+    srv = start(load(micro_checkpoint, "no-reasoning"), max_batch=8, max_wait_ms=5)
     yield srv
     srv.stop()

@@ -41,11 +41,11 @@ def test_non_loopback_without_key_warns():
     assert "--api-key" in bind_warning("0.0.0.0", None)
 
 
-def test_ecot_serve_binds_loopback_by_default(serve_checkpoint):
+def test_ecot_serve_binds_loopback_by_default(micro_checkpoint):
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ecot", "serve", str(serve_checkpoint), "--port", str(port), "--mode", "no-reasoning"],
+        [sys.executable, "-m", "ecot", "serve", str(micro_checkpoint), "--port", str(port), "--mode", "no-reasoning"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:

@@ -49,7 +49,8 @@ def test_openpi_client_gets_metadata_and_actions(server, scene_image):
     client._ws.close()
 
 
-def test_deploy_py_client_both_body_forms(server, scene_image):
+def test_deploy_py_client_both_body_forms(fast_server, scene_image):
+    server = fast_server  # (the action is all /act returns: the fast no-reasoning server will do)
     import json_numpy
 
     json_numpy.patch()
@@ -268,8 +269,8 @@ def test_openpi_client_raises_on_a_server_error(fast_server):
 
 
 @pytest.fixture(scope="module")
-def keyed_server(serve_checkpoint):
-    srv = start(load(serve_checkpoint, "no-reasoning"), api_key="s3cret-key")
+def keyed_server(micro_checkpoint):
+    srv = start(load(micro_checkpoint, "no-reasoning"), api_key="s3cret-key")
     yield srv
     srv.stop()
 
