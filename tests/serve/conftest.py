@@ -68,6 +68,15 @@ def load(checkpoint: Path, mode: str):
 
 @pytest.fixture(scope="session")
 def scene_image() -> np.ndarray:
+    """The trained checkpoint's first scene (its instruction is INSTRUCTION) when the suite has it."""
+    try:
+        from tiny_policy import SCENES
+        from tiny_policy import scene_image as trained_scene  # tests/tiny_policy.py, put on sys.path by tests/conftest.py
+
+        assert SCENES[0]["instruction"] == INSTRUCTION
+        return trained_scene(0)
+    except ImportError:
+        pass
     rng = np.random.default_rng(0)
     img = np.full((224, 224, 3), 200, dtype=np.uint8)
     img[80:140, 80:120] = (220, 30, 30)
