@@ -2,7 +2,7 @@
 
 * latency: median time of one step through the websocket (``PolicyClient.infer`` against an
   ``ecot serve`` process on 127.0.0.1) vs ``ECoTPolicy.step`` called in this process, same
-  checkpoint, mode and image; ratio = served / in-process;
+  checkpoint, mode and image, the two alternating step by step; ratio = served / in-process;
 * throughput: steps/s with 1 client vs 8 concurrent clients (each its own connection), and, as
   the no-batching baseline, 8 clients against a server started with ``--max-batch 1``.
 
@@ -84,21 +84,6 @@ class Server:
             self.proc.kill()
 
 
-def _latency_served(port: int, n: int) -> list[float]:
-    from ecot.serve.client import PolicyClient
-
-    image = _image()
-    with PolicyClient("127.0.0.1", port) as client:
-        for _ in range(3):
-            client.infer(image, INSTRUCTION)  # warm-up
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            client.infer(image, INSTRUCTION)
-            times.append(time.perf_counter() - t)
-    return times
-
-
 def _throughput(port: int, clients: int, per_client: int) -> dict:
     import numpy as np
     import requests
@@ -165,22 +150,27 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "ecot", "model", "init", "--preset", "tiny-siglip", "--out", checkpoint],
                        cwd=ROOT, check=True, capture_output=True)  # fmt: skip
 
-    # in-process baseline
+    # Latency: in-process steps and served steps alternate, so both see the same machine load.
     policy = ECoTPolicy.from_pretrained(checkpoint, mode=args.mode, device="cpu", dtype="float32")
     image = _image()
     session = policy.new_session()
-    for _ in range(3):
-        policy.step(image, INSTRUCTION, session=session)
-    local = []
-    for _ in range(args.requests):
-        t = time.perf_counter()
-        policy.step(image, INSTRUCTION, session=session)
-        local.append(time.perf_counter() - t)
-    del policy
-
     server = Server(checkpoint, args.mode, max_batch=8)
     try:
-        served = _latency_served(server.port, args.requests)
+        from ecot.serve.client import PolicyClient
+
+        local, served = [], []
+        with PolicyClient("127.0.0.1", server.port) as client:
+            for _ in range(3):  # warm-up
+                policy.step(image, INSTRUCTION, session=session)
+                client.infer(image, INSTRUCTION)
+            for _ in range(args.requests):
+                t = time.perf_counter()
+                policy.step(image, INSTRUCTION, session=session)
+                local.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                client.infer(image, INSTRUCTION)
+                served.append(time.perf_counter() - t)
+        del policy
         one = _throughput(server.port, 1, args.requests)
         eight = _throughput(server.port, 8, max(5, args.requests // 2))
     finally:
