@@ -28,17 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     import json
 
+    from ecot.errors import UsageError
     from ecot.policy.bench import run_bench
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
-        raise ValueError(f"unknown mode(s) {unknown} in --modes; expected a comma-separated subset of {list(MODES)}")
+        raise UsageError(f"unknown mode(s) {unknown} in --modes; expected a comma-separated subset of {list(MODES)}")
     for name in ("steps", "reuse_steps"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+        raise UsageError(f"--warmup must be >= 0, got {args.warmup}")
     report = run_bench(args.checkpoint, args.out, modes, args.steps, args.warmup, args.reuse_steps, args.device,
                        args.dtype, args.instruction, baseline=not args.no_baseline)
     print(f"{'mode':<16}{'mean ms':>10}{'p50 ms':>10}{'p95 ms':>10}{'tokens/step':>13}{'speedup':>10}")

@@ -233,7 +233,7 @@ class _Sequence:
             self.ids.append(token)
 
     def _choose_free(self, logits: torch.Tensor) -> None:
-        token = int(logits[: self.tables.n_tokens].argmax())
+        token = int(logits.argmax())  # over every row, as generate does (padded rows included)
         self.generated += 1
         self.free_ids.append(token)
         eos = self.tables.tokenizer.eos_token_id
