@@ -123,8 +123,12 @@ class CheckpointPolicy(EvalPolicy):
 
     def __init__(self, path: str, mode: str = "full", reuse_steps: int = 5, device: str | None = None,
                  dtype: str = "float32", unnorm_key: str | None = None):
-        from ecot.policy import ECoTPolicy
-
+        try:
+            from ecot.policy import ECoTPolicy
+        except ModuleNotFoundError as err:  # the policy runtime is not installed: greedy predict_action
+            if err.name != "ecot.policy":
+                raise
+            ECoTPolicy = None
         if device is None:
             import torch
 
@@ -133,7 +137,12 @@ class CheckpointPolicy(EvalPolicy):
         self.mode = mode
         self.writes_reasoning = mode != "no-reasoning"
         self.unnorm_key = unnorm_key
-        self.policy = ECoTPolicy.from_pretrained(path, mode=mode, reuse_steps=reuse_steps, device=device, dtype=dtype)
+        if ECoTPolicy is not None:
+            self.policy = ECoTPolicy.from_pretrained(path, mode=mode, reuse_steps=reuse_steps, device=device, dtype=dtype)
+        elif mode == "full":
+            self.policy = _PredictActionPolicy(path, device=device, dtype=dtype)
+        else:
+            raise ValueError(f"--mode {mode} needs the policy runtime (ecot.policy), which is not installed")
 
     def reset(self, env: Any, seed: int) -> None:
         super().reset(env, seed)
@@ -145,8 +154,40 @@ class CheckpointPolicy(EvalPolicy):
         wall = (time.perf_counter() - t0) * 1e3
         timings = dict(getattr(out, "timings", {}) or {})
         reasoning = out.reasoning if has_reasoning(out.reasoning) else None
-        return StepOutput(np.asarray(out.action, dtype=np.float32).reshape(-1), reasoning, out.text or "",
-                          float(timings.get("total_ms", wall)), timings)
+        action = hold_action(obs) if out.action is None else np.asarray(out.action, dtype=np.float32).reshape(-1)
+        return StepOutput(action, reasoning, out.text or "", float(timings.get("total_ms", wall)), timings)
+
+
+class _PredictActionPolicy:
+    """Stand-in for :class:`ecot.policy.ECoTPolicy` (mode "full" only) on ``VLA.predict_action`` when the
+    policy runtime is not installed; a step without usable action tokens gives ``action=None`` (hold still)."""
+
+    def __init__(self, path: str, device: str, dtype: str = "float32", max_new_tokens: int = 256):
+        import torch
+
+        from ecot.model import VLA, VLAProcessor
+
+        self.model = VLA.from_pretrained(path, dtype=getattr(torch, dtype), device=device).eval()
+        self.processor = VLAProcessor.from_pretrained(path, config=self.model.config)
+        self.max_new_tokens = max_new_tokens
+
+    def reset(self) -> None:
+        pass
+
+    def step(self, image, instruction: str, unnorm_key: str | None = None):
+        from types import SimpleNamespace
+
+        from ecot.model import ActionDecodeError
+
+        t0 = time.perf_counter()
+        try:
+            result = self.model.predict_action(image, instruction, unnorm_key=unnorm_key, processor=self.processor,
+                                               max_new_tokens=self.max_new_tokens)
+            action, reasoning, text = result.action, result.reasoning, result.text
+        except ActionDecodeError as err:
+            action, reasoning, text = None, Reasoning.parse(err.text), err.text
+        return SimpleNamespace(action=action, reasoning=reasoning, text=text,
+                               timings={"total_ms": (time.perf_counter() - t0) * 1e3})
 
 
 def parse_ws(spec: str) -> tuple[str, int]:
@@ -181,11 +222,12 @@ class RemotePolicy(EvalPolicy):
 
     writes_reasoning = True
 
-    def __init__(self, spec: str, api_key: str | None = None):
+    def __init__(self, spec: str, api_key: str | None = None, unnorm_key: str | None = None):
         from ecot.serve.client import PolicyClient
 
         host, port = parse_ws(spec)
         self.name = spec
+        self.unnorm_key = unnorm_key
         self.client = PolicyClient(host, port, api_key=api_key)
 
     def reset(self, env: Any, seed: int) -> None:
@@ -194,7 +236,8 @@ class RemotePolicy(EvalPolicy):
 
     def act(self, obs: dict, instruction: str) -> StepOutput:
         t0 = time.perf_counter()
-        reply = self.client.infer(obs["image"], instruction)
+        reply = (self.client.infer(obs["image"], instruction) if self.unnorm_key is None
+                 else self.client.infer(obs["image"], instruction, unnorm_key=self.unnorm_key))
         wall = (time.perf_counter() - t0) * 1e3
         action = np.asarray(reply["actions"], dtype=np.float32)
         action = action[0] if action.ndim == 2 else action.reshape(-1)
@@ -218,7 +261,9 @@ def make_policy(spec: str, mode: str = "full", reuse_steps: int = 5, device: str
     if spec in BUILTIN:
         return {"expert": ExpertPolicy, "oracle": OraclePolicy, "random": RandomPolicy}[spec]()
     if spec.startswith("ws://"):
-        return RemotePolicy(spec, api_key=api_key)
+        if mode != "full":
+            raise ValueError("--mode applies to local checkpoints; a served policy reasons as `ecot serve --mode` says")
+        return RemotePolicy(spec, api_key=api_key, unnorm_key=unnorm_key)
     path = Path(spec)
     if not path.is_dir() or not (path / "config.json").exists():
         raise ValueError(f"--policy {spec!r} is neither {', '.join(BUILTIN)}, ws://HOST:PORT, "
