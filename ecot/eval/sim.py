@@ -1,9 +1,10 @@
 """Closed-loop evaluation in the built-in MuJoCo tabletop: seeded episodes, parallel, resumable.
 
-Episode ``i`` of a run has the family ``families[i % len(families)]`` and the seed
-``episode_seed(seed, i, 0)`` (the collector's derivation), so a run is reproducible episode by
-episode whatever the number of workers, and a rerun continues where the last one stopped: the
-episodes already in ``OUT/episodes.jsonl`` are skipped. Worker processes each hold one
+Episode ``i`` of a run has the family ``families[i % len(families)]`` and the scene seed
+:func:`episode_seed` ``(seed, i)`` -- derived apart from the seeds of ``ecot sim collect``, so
+evaluation scenes are not the training scenes of the same ``--seed``. A run is reproducible
+episode by episode whatever the number of workers, and a rerun continues where the last one
+stopped: the episodes already in ``OUT/episodes.jsonl`` are skipped. Worker processes each hold one
 environment and load the policy once. Episodes come back in index order; the parent alone
 writes files (GIFs first, then the episode's line), so a ``kill -9`` loses only episodes in
 flight.
@@ -82,11 +83,17 @@ class EvalConfig:
         return d
 
 
+EVAL_SALT = 0xE7A1  # keeps evaluation seeds apart from `ecot sim collect`'s (whose third word is an attempt, 0-2)
+
+
+def episode_seed(base_seed: int, index: int) -> int:
+    """The scene seed of evaluation episode ``index``."""
+    return int(np.random.SeedSequence([int(base_seed), int(index), EVAL_SALT]).generate_state(1)[0])
+
+
 def episode_plan(config: EvalConfig, index: int) -> tuple[int, str]:
     """(seed, family) of episode ``index``."""
-    from ecot.sim.collect import episode_seed
-
-    return episode_seed(config.seed, index, 0), config.families[index % len(config.families)]
+    return episode_seed(config.seed, index), config.families[index % len(config.families)]
 
 
 def reasoning_fields(r: Reasoning | None) -> dict | None:
@@ -208,11 +215,11 @@ def episode_gif(record: dict, frames: dict, path: Path) -> Path:
     scale = max(1, round(256 / size))
     out = []
     n = len(frames["actions"])
-    for t in range(len(images)):
-        r = frames["reasonings"][t] if t < n else None
-        header = f"{record['instruction']} (step {t}{'' if t < n else ', end: ' + ('success' if record['success'] else 'failure')})"
-        out.append(reasoning_frame(images[t], r or Reasoning(), header=header,
-                                   action=frames["actions"][t] if t < n else None, scale=scale, panel_height=190))
+    for t in range(n):  # one frame per control step: what the policy saw, wrote and did
+        end = f", then {'success' if record['success'] else 'episode over'}" if t == n - 1 else ""
+        out.append(reasoning_frame(images[t], frames["reasonings"][t] or Reasoning(),
+                                   header=f"{record['instruction']} (step {t}{end})", action=frames["actions"][t],
+                                   scale=scale, panel_height=190))
     return save_gif(out, path)
 
 
@@ -260,7 +267,7 @@ def evaluate(config: EvalConfig, progress: bool = True,
             results = pool.imap(_worker_episode, todo)  # ordered: files are written in index order
         for record, frames in results:
             ok = bool(record["success"])
-            if gif_counts[ok] < config.gifs:
+            if gif_counts[ok] < config.gifs and record["steps"] > 0:
                 name = f"{GIF_DIR}/{'success' if ok else 'failure'}_{record['index']:04d}.gif"
                 episode_gif(record, frames, out / name)
                 record["gif"] = name
