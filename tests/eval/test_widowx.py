@@ -109,3 +109,14 @@ def test_operator_stop_ends_the_episode(tmp_path, monkeypatch):
     assert robot.calls.count("step_action") == 3
     ep = open_dataset(tmp_path / "run" / "recording")[0]
     assert len(ep) == 3 and ep.metadata["stopped_by_operator"] is True
+
+
+def test_robot_side_runners_import_without_torch_or_mujoco():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['mujoco'] = None\n"
+            "import ecot.eval.widowx, ecot.eval.libero, ecot.data.lerobot, ecot.eval.results\n"
+            "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
