@@ -141,7 +141,8 @@ def run_widowx(robot: WidowXClientLike, policy: Any, config: WidowXRunConfig,
     writer = LeRobotWriter(out / "recording", fps=int(round(config.hz)), robot_type="widowx", dataset_name="widowx_ecot")
     period = 1.0 / config.hz
     try:
-        for index in range(len(writer), len(writer) + config.episodes):
+        for _ in range(config.episodes):
+            index = len(writer)  # the recording's episode index (an episode stopped before its first step is not kept)
             robot.reset()
             policy.reset()
             obs = _wait_for_observation(robot, config.observation_timeout, sleep)
