@@ -5,7 +5,7 @@ tiny-siglip checkpoint (model bound). The tiny checkpoint is randomly initialise
 ``--checkpoint`` names a trained one: a random model never stops writing, so every step decodes
 the full token budget (the worst case for latency). Baseline, same run: ``--workers 1``.
 
-Usage: python benchmarks/eval_throughput.py [--expert-episodes 16] [--policy-episodes 4] [--checkpoint DIR]
+Usage: python benchmarks/eval_throughput.py [--expert-episodes 16] [--policy-episodes 2] [--checkpoint DIR]
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def run(policy: str, workers: int, episodes: int, image_size: int, max_steps: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expert-episodes", type=int, default=16)
-    parser.add_argument("--policy-episodes", type=int, default=4)
+    parser.add_argument("--policy-episodes", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--policy-steps", type=int, default=3, help="control steps per tiny-policy episode")
+    parser.add_argument("--policy-steps", type=int, default=2, help="control steps per tiny-policy episode")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of the random tiny one")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ecot_eval_bench_"))

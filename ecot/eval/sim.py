@@ -219,7 +219,7 @@ def episode_gif(record: dict, frames: dict, path: Path) -> Path:
         end = f", then {'success' if record['success'] else 'episode over'}" if t == n - 1 else ""
         out.append(reasoning_frame(images[t], frames["reasonings"][t] or Reasoning(),
                                    header=f"{record['instruction']} (step {t}{end})", action=frames["actions"][t],
-                                   scale=scale, panel_height=190))
+                                   scale=scale))
     return save_gif(out, path)
 
 
