@@ -19,6 +19,7 @@ STAGE_MODULES = [
     "ecot.annotate.cli",
     "ecot.model.cli",
     "ecot.train.cli",
+    "ecot.policy.cli",
     "ecot.eval.cli",
     "ecot.demo",
 ]

@@ -282,7 +282,8 @@ def save_vla(model: nn.Module, path: str | Path, max_shard_size: int | str = "5G
     seen: set[int] = set()
     for name, value in state.items():
         value = value.detach()
-        if value.data_ptr() in seen:  # tied weights: safetensors wants separate storage
+        whole = value.untyped_storage().nbytes() == value.numel() * value.element_size()
+        if value.data_ptr() in seen or not whole:  # tied or fused (views): safetensors wants separate storage
             value = value.clone()
         seen.add(value.data_ptr())
         nbytes = value.numel() * value.element_size()

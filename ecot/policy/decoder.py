@@ -1,0 +1,392 @@
+"""Grammar-constrained ECoT decoding of a batch of observations with jump-forward forced text.
+
+Each sequence walks the ECoT fields in order. Inside a field the model chooses every token, among
+those the field's grammar (:mod:`ecot.policy.grammar`) allows; a field ends when the model's best
+allowed token is the first token of the next tag (or its token budget is spent), and then the
+*whole* next tag — plus any edited or reused field values after it — is written at once: the text
+is re-tokenized with the prompt, the cache is rolled back to where the new ids differ from the old
+ones and the new ids are prefilled in one forward pass. So the forced ids are exactly the ids the
+tokenizer gives for the full text, as in training. After ``ACTION:`` exactly ``action_dim`` action
+ids are chosen, then the sequence ends (EOS is implied).
+
+With ``grammar=False`` the model writes freely (greedy), as :meth:`VLA.predict_action` does,
+until EOS or ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ecot.policy.engine import KVCache, LlamaEngine
+from ecot.policy.grammar import FREE, OBJECTS, grammar_for, is_structural_text, token_texts, writes_tag_or_eos
+from ecot.reasoning import ACTION, REASONING_TAGS
+
+TAGS = list(REASONING_TAGS)  # TASK ... GRIPPER POSITION; ACTION follows
+DEFAULT_BUDGETS = {
+    "TASK:": 48,
+    "PLAN:": 96,
+    "VISIBLE OBJECTS:": 160,
+    "SUBTASK REASONING:": 64,
+    "SUBTASK:": 40,
+    "MOVE REASONING:": 64,
+    "MOVE:": 24,
+    "GRIPPER POSITION:": 96,
+}
+SLACK_PER_FIELD = 48  # closing a structured field after its budget, and the tags themselves
+
+
+@dataclass
+class DecodeRequest:
+    """One sequence to decode."""
+
+    prompt: str  # the conditioning prompt, ending in "ASSISTANT:" / "Out:"
+    pixel_values: torch.Tensor  # [C, S, S]
+    first_field: int | None  # index in TAGS of the first field to write; None: straight to ACTION
+    forced_prefix: str = ""  # text after the prompt, before the first field's tag (e.g. reused reasoning)
+    edits: dict[str, str] = field(default_factory=dict)  # tag -> value text to write instead of the model
+    stop_before: int | None = None  # index in TAGS: stop when this tag is reached (no action)
+    on_text: Callable[[str], None] | None = None  # called with the answer text as it grows
+
+
+@dataclass
+class DecodeResult:
+    answer: str  # text after the prompt: " TASK: ... ACTION: " (or up to stop_before)
+    action_ids: list[int]
+    ids: list[int]  # the sequence's token ids (BOS, prompt, answer; without the action ids)
+    tokens_generated: int = 0  # tokens the model chose (reasoning and action)
+    tokens_forced: int = 0  # tokens written by jump-forward after the prefill
+    prefill_tokens: int = 0
+    forwards: int = 0
+    free_ids: list[int] = field(default_factory=list)  # grammar off: the ids the model wrote (EOS included)
+
+
+class TokenTables:
+    """Per-tokenizer facts the grammar needs, computed once: each id's text, the candidate sets,
+    the first token of every tag after a word."""
+
+    def __init__(self, tokenizer: Any, action_tokenizer: Any, vocab_rows: int, device: torch.device):
+        self.tokenizer = tokenizer
+        self.action_tokenizer = action_tokenizer
+        self.texts = token_texts(tokenizer, vocab_rows, action_tokenizer.first_id)
+        self.n_tokens = min(len(tokenizer), vocab_rows)  # embedding rows past the tokenizer are padding
+        text_mask = torch.tensor([t is not None for t in self.texts], dtype=torch.bool)
+        self.text_ids = torch.nonzero(text_mask).flatten().to(device)
+        struct = [i for i, t in enumerate(self.texts) if is_structural_text(t)]
+        self.struct_ids = torch.tensor(struct, dtype=torch.long, device=device)
+        self.action_lo = int(action_tokenizer.first_id)
+        self.action_hi = int(action_tokenizer.last_id) + 1
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.triggers = {tag: self._first_token_after_word(" " + tag) for tag in TAGS + [ACTION]}
+        # A dummy action (the middle bin), to find the ids before the action ids after "ACTION:".
+        self.dummy_action_text = tokenizer.decode([self.action_lo + action_tokenizer.n_bins // 2] * 2)
+
+    def _first_token_after_word(self, text: str) -> int:
+        head = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer("a" + text, add_special_tokens=False)["input_ids"]
+        if ids[: len(head)] != head or len(ids) <= len(head):
+            raise ValueError(f"the tokenizer splits {text!r} in an unexpected way")
+        return int(ids[len(head)])
+
+    def encode(self, text: str) -> list[int]:
+        ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+        bos = self.tokenizer.bos_token_id
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        return ids
+
+
+def _tag(f: int) -> str:
+    return TAGS[f] if f < len(TAGS) else ACTION
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class _Sequence:
+    """The decoding state of one sequence."""
+
+    def __init__(self, req: DecodeRequest, tables: TokenTables, budgets: dict[str, int], grammar: bool,
+                 max_objects: int, max_points: int, action_dim: int, max_free_tokens: int, ignore_eos: bool):
+        self.req = req
+        self.action_dim = action_dim
+        self.max_free_tokens = max_free_tokens
+        self.ignore_eos = ignore_eos
+        self.free_ids: list[int] = []
+        self.tables = tables
+        self.budgets = budgets
+        self.use_grammar = grammar
+        self.max_objects, self.max_points = max_objects, max_points
+        self.answer = ""
+        self.ids: list[int] = []
+        self.fed = 0  # ids in the cache
+        self.pending: list[int] = []
+        self.rollback_to: int | None = None  # ids to keep in the cache before feeding `pending`
+        self.field: int | None = None  # index in TAGS of the field being written; len(TAGS) = action
+        self.grammar = None
+        self.state: tuple = ()
+        self.value = ""
+        self.field_tokens = 0
+        self.action_ids: list[int] = []
+        self.done = False
+        self.generated = 0
+        self.forced = 0
+
+    # ------------------------------------------------------------------ forced text
+
+    def start(self) -> None:
+        """The prompt, the forced prefix and everything forced up to the first field the model writes."""
+        req = self.req
+        first = len(TAGS) if req.first_field is None else req.first_field
+        self._force(req.forced_prefix + " " + _tag(first), first)
+        self.rollback_to = None
+        self.forced = 0  # the prefill is counted apart
+
+    def _force(self, text: str, f: int) -> None:
+        """Write ``text`` (which ends with the tag of field ``f``) and the edited fields after it."""
+        edits, stop = self.req.edits, self.req.stop_before
+        while f < len(TAGS) and TAGS[f] in edits:
+            if stop is not None and f + 1 >= stop:
+                self._finish(text + " " + edits[TAGS[f]])
+                return
+            text += " " + edits[TAGS[f]] + " " + _tag(f + 1)
+            f += 1
+        self.answer += text
+        full = self.req.prompt + self.answer
+        if f == len(TAGS):  # ACTION: the ids up to the first action id of a dummy action
+            ids = self.tables.encode(full + " " + self.tables.dummy_action_text)
+            lo, hi = self.tables.action_lo, self.tables.action_hi
+            first_action = next(i for i in range(len(ids) - 1, -1, -1) if not lo <= ids[i] < hi) + 1
+            new_ids = ids[:first_action]
+            self.answer += " "
+        else:
+            new_ids = self.tables.encode(full)
+        keep = _common_prefix(self.ids, new_ids)
+        if keep < self.fed:
+            self.rollback_to = keep
+            self.fed = keep
+        self.pending = new_ids[self.fed :]
+        self.forced += len(self.pending)
+        self.ids = new_ids
+        self._enter(f)
+        self._emit()
+
+    def _finish(self, text: str) -> None:
+        self.answer += text
+        self.done = True
+        self._emit()
+
+    def _enter(self, f: int) -> None:
+        self.field = f
+        if f < len(TAGS):
+            self.grammar = grammar_for(TAGS[f], self.max_objects, self.max_points)
+            self.state = self.grammar.start()
+        self.value = ""
+        self.field_tokens = 0
+
+    def _end_field(self, completion: str = "") -> None:
+        f = self.field
+        if self.req.stop_before is not None and f + 1 >= self.req.stop_before:
+            self._finish(completion)
+        else:
+            self._force(completion + " " + _tag(f + 1), f + 1)
+
+    def _emit(self) -> None:
+        if self.req.on_text is not None:
+            self.req.on_text(self.answer)
+
+    # ------------------------------------------------------------------ the model's choices
+
+    def consume(self, logits: torch.Tensor) -> None:
+        """Choose what follows from the logits at the last fed position."""
+        if self.field == len(TAGS):
+            self._choose_action(logits)
+        elif not self.use_grammar:
+            self._choose_free(logits)
+        else:
+            self._choose_in_field(logits)
+
+    def _choose_action(self, logits: torch.Tensor) -> None:
+        lo, hi = self.tables.action_lo, self.tables.action_hi
+        token = lo + int(torch.argmax(logits[lo:hi]))
+        self.action_ids.append(token)
+        self.generated += 1
+        if len(self.action_ids) >= self.action_dim:
+            self.done = True
+        else:
+            self.pending = [token]
+            self.ids.append(token)
+
+    def _choose_free(self, logits: torch.Tensor) -> None:
+        token = int(torch.argmax(logits[: self.tables.n_tokens]))
+        self.generated += 1
+        self.free_ids.append(token)
+        eos = self.tables.tokenizer.eos_token_id
+        if (token == eos and not self.ignore_eos) or len(self.free_ids) >= self.max_free_tokens:
+            self.done = True
+            return
+        self.ids.append(token)
+        self.pending = [token]
+
+    def _choose_in_field(self, logits: torch.Tensor) -> None:
+        g = self.grammar
+        tag = TAGS[self.field]
+        closing = self.field_tokens >= self.budgets.get(tag, 64)
+        if g.must_end(self.state, closing):
+            self._end_field()
+            return
+        trigger = self.tables.triggers[_tag(self.field + 1)]
+        accepting = g.accepting(self.state)
+        texts = self.tables.texts
+        check_tags = g.kind in (FREE, OBJECTS)
+        for token in self._ranked(logits, g.structural(self.state), trigger if accepting else None):
+            if accepting and token == trigger:
+                self._end_field()
+                return
+            piece = texts[token]
+            if piece is None:
+                continue
+            new_state = g.feed(self.state, piece, closing)
+            if new_state is None or (check_tags and writes_tag_or_eos(self.value + piece)):
+                continue
+            self.state = new_state
+            self.value += piece
+            self.answer += piece
+            self.field_tokens += 1
+            self.generated += 1
+            self.ids.append(token)
+            self.pending = [token]
+            self._emit()
+            return
+        self._end_field(completion=g.completion(self.state))  # nothing allowed: close the structure
+
+    def _ranked(self, logits: torch.Tensor, structural: bool, trigger: int | None):
+        """Candidate ids, best first: a few from the top, then (rarely needed) all of them."""
+        ids = self.tables.struct_ids if structural else self.tables.text_ids
+        if trigger is not None and structural:
+            ids = torch.cat([ids, torch.tensor([trigger], device=ids.device)])
+        scores = logits[ids]
+        seen = 0
+        for k in (8, 64, len(ids)):
+            k = min(k, len(ids))
+            if k <= seen:
+                continue
+            top = torch.topk(scores, k).indices[seen:k]
+            yield from ids[top].tolist()
+            seen = k
+
+
+class ECoTDecoder:
+    """Decodes batches of :class:`DecodeRequest` with one :class:`LlamaEngine` and a reusable cache."""
+
+    def __init__(self, model: Any, processor: Any, budgets: dict[str, int] | None = None, grammar: bool = True,
+                 max_objects: int = 12, max_points: int = 16, compile: bool = False, max_free_tokens: int = 1024,
+                 ignore_eos: bool = False, action_dim: int = 7, tables: TokenTables | None = None):
+        self.model = model
+        self.processor = processor
+        self.engine = LlamaEngine(model.language_model)
+        self.tables = tables or TokenTables(processor.tokenizer, processor.action_tokenizer, self.engine.vocab_rows,
+                                            self.engine.device)
+        self.action_dim = int(action_dim)
+        self.max_free_tokens = int(max_free_tokens)
+        self.ignore_eos = ignore_eos
+        self.budgets = dict(DEFAULT_BUDGETS if budgets is None else budgets)
+        self.grammar = grammar
+        self.max_objects, self.max_points = max_objects, max_points
+        self.compile = compile
+        self._caches: dict[int, KVCache] = {}
+
+    def _cache(self, batch: int, need: int) -> KVCache:
+        cache = self._caches.get(batch)
+        if cache is None or cache.max_len < need:
+            size = max(256, -(-need // 256) * 256)
+            cache = self.engine.new_cache(batch, size)
+            self._caches[batch] = cache
+        cache.reset()
+        return cache
+
+    def _capacity(self, seqs: list[_Sequence], patches: int) -> int:
+        longest = max(len(s.ids) for s in seqs)
+        if not self.grammar:
+            return patches + longest + self.max_free_tokens + 8
+        return patches + longest + sum(self.budgets.values()) + SLACK_PER_FIELD * (len(TAGS) + 1) + 16
+
+    @torch.no_grad()
+    def decode(self, requests: list[DecodeRequest], timings: dict[str, float] | None = None) -> list[DecodeResult]:
+        t0 = time.perf_counter()
+        seqs = [
+            _Sequence(r, self.tables, self.budgets, self.grammar, self.max_objects, self.max_points, self.action_dim,
+                      self.max_free_tokens, self.ignore_eos)
+            for r in requests
+        ]
+        for s in seqs:
+            s.start()
+        model, engine = self.model, self.engine
+        pixels = torch.stack([r.pixel_values for r in requests]).to(engine.device)
+        patches = model.projector(model.vision_backbone(pixels.to(model.projector.fc1.weight.dtype))).to(engine.dtype)
+        n_patches = patches.shape[1]
+        cache = self._cache(len(seqs), self._capacity(seqs, n_patches))
+        # Prefill: [BOS, patches, prompt + forced text] per sequence, right-padded.
+        lengths = [len(s.pending) + n_patches for s in seqs]
+        width = max(lengths)
+        embeds = torch.zeros(len(seqs), width, patches.shape[2], device=engine.device, dtype=engine.dtype)
+        for b, s in enumerate(seqs):
+            tok = engine.embed_ids(torch.tensor(s.pending, dtype=torch.long))
+            embeds[b, :1] = tok[:1]
+            embeds[b, 1 : 1 + n_patches] = patches[b]
+            embeds[b, 1 + n_patches : lengths[b]] = tok[1:]
+            s.prefill = len(s.pending)
+            s.fed = len(s.pending)
+            s.pending = []
+        logits = engine.forward(cache, embeds, lengths)
+        forwards = 1
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        for b, s in enumerate(seqs):
+            if not s.done:
+                s.consume(logits[b])
+        while True:
+            active = [b for b, s in enumerate(seqs) if not s.done and s.pending]
+            if not active:
+                break
+            for b in active:
+                s = seqs[b]
+                if s.rollback_to is not None:
+                    cache.lengths[b] = n_patches + s.rollback_to if s.rollback_to > 0 else 0
+                    s.rollback_to = None
+            feeds = [seqs[b].pending if b in active else [] for b in range(len(seqs))]
+            width = max(len(f) for f in feeds)
+            if self.compile and width == 1 and len(active) == len(seqs):
+                logits = engine.compiled_step(cache, torch.tensor([f[0] for f in feeds]))
+            else:
+                ids = torch.full((len(seqs), width), self.tables.pad_id, dtype=torch.long)
+                for b, f in enumerate(feeds):
+                    if f:
+                        ids[b, : len(f)] = torch.tensor(f)
+                logits = engine.forward(cache, engine.embed_ids(ids), [len(f) for f in feeds])
+            forwards += 1
+            for b in active:
+                s = seqs[b]
+                s.fed += len(s.pending)
+                s.pending = []
+                s.consume(logits[b])
+        if engine.device.type == "cuda":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        if timings is not None:
+            timings["prefill_ms"] = (t1 - t0) * 1000
+            timings["decode_ms"] = (t2 - t1) * 1000
+        return [
+            DecodeResult(answer=s.answer, action_ids=s.action_ids, ids=s.ids, tokens_generated=s.generated,
+                         tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards, free_ids=s.free_ids)
+            for s in seqs
+        ]

@@ -1,0 +1,253 @@
+"""A small decoding engine over transformers' Llama weights: our KV cache, our attention loop.
+
+transformers' ``generate`` spends most of a small model's step in bookkeeping (logits processors,
+stopping criteria, cache objects, mask building). For a control loop we want the gpt-fast recipe
+instead: one preallocated KV cache per episode, one forward per decoded token that touches only
+the layers' weights, logits for the last position only, and — for batches and for rolling back
+forced text — a per-sequence length instead of padding masks.
+
+The engine calls the Llama modules' weights directly (``q_proj``, ``mlp``, norms, rotary
+embedding) and runs attention with ``scaled_dot_product_attention``; the result equals
+transformers' forward (tests compare greedy ids with ``generate``). Each sequence ``b`` of a
+batch owns cache slots ``[0, lengths[b])``; a forward writes its ``T`` new tokens at
+``lengths[b] + t`` and attends to slots ``<= lengths[b] + t``, so sequences of different
+lengths share one batch without left padding, and rolling a sequence back is setting its length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """Llama's rotary embedding (rotate-half convention), cos/sin ``[B, T, D]``."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+
+    def rotate_half(x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+class KVCache:
+    """Keys and values of every layer for ``batch`` sequences of up to ``max_len`` positions."""
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, head_dim: int, max_len: int, device, dtype):
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.lengths = [0] * batch
+        self.max_len = max_len
+        self.batch = batch
+
+    def reset(self) -> None:
+        self.lengths = [0] * self.batch
+
+
+class LlamaEngine:
+    """Forward passes of a transformers ``LlamaForCausalLM`` with our cache (no grad, eval mode)."""
+
+    def __init__(self, language_model: nn.Module):
+        self.lm = language_model
+        base = language_model.model
+        config = language_model.config
+        self.layers = list(base.layers)
+        self.embed = base.embed_tokens
+        self.norm = base.norm
+        self.rotary = base.rotary_emb
+        self.lm_head = language_model.lm_head
+        self.n_heads = int(config.num_attention_heads)
+        self.n_kv_heads = int(getattr(config, "num_key_value_heads", None) or self.n_heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.n_heads)
+        self.vocab_rows = int(self.lm_head.weight.shape[0])
+        self.fused = [_fuse_layer(layer) for layer in self.layers]
+        self._compiled = None
+        self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        return KVCache(len(self.layers), batch, self.n_kv_heads, self.head_dim, max_len, self.device, self.dtype)
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embed(ids.to(self.device))
+
+    def _rope(self, positions: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin ``[B, T, D]`` from a table computed once (the rotary module's own values)."""
+        need = int(positions.max()) + 1
+        if self._rope_table is None or self._rope_table[0].shape[0] < need:
+            size = max(need, 2048)
+            table_pos = torch.arange(size, device=self.device)[None]
+            cos, sin = self.rotary(like[:1, :1], table_pos)
+            self._rope_table = (cos[0], sin[0])
+        cos, sin = self._rope_table
+        return cos[positions].to(like.dtype), sin[positions].to(like.dtype)
+
+    def _norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Llama's RMSNorm in float32 (as transformers computes it), with fewer ops."""
+        eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
+        if x.dtype == torch.float32:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * module.weight
+        return module(x)
+
+    def _qkv(self, i: int, attn: nn.Module, x: torch.Tensor, b: int, t: int):
+        fused = self.fused[i]
+        if fused is not None:
+            qkv = F.linear(x, fused["qkv"])
+            q, k, v = qkv.split(fused["qkv_sizes"], dim=-1)
+        else:
+            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return q, k, v
+
+    def _mlp(self, i: int, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        fused = self.fused[i]
+        if fused is None or "gate_up" not in fused:
+            return mlp(x)
+        gate, up = F.linear(x, fused["gate_up"]).chunk(2, dim=-1)
+        return F.linear(mlp.act_fn(gate) * up, fused["down"])
+
+    @torch.no_grad()
+    def forward(self, cache: KVCache, embeds: torch.Tensor, n_new: list[int]) -> torch.Tensor:
+        """Append ``n_new[b]`` positions of ``embeds[b]`` (``[B, T, H]``, right-padded) to each sequence of
+        ``cache``; returns the logits ``[B, V]`` at each one's last new position.
+
+        ``n_new[b] == 0`` leaves sequence ``b`` as it is (its padding is written past its length,
+        where the next real token overwrites it), so finished sequences ride along for free.
+        """
+        b, t, _ = embeds.shape
+        if b != cache.batch or len(n_new) != b:
+            raise ValueError(f"embeds has {b} sequences, the cache {cache.batch}, n_new {len(n_new)}")
+        starts = list(cache.lengths)
+        end = max(starts) + t
+        if end > cache.max_len:
+            raise ValueError(f"the KV cache holds {cache.max_len} positions; this step needs {end}")
+        device = self.device
+        same_start = min(starts) == end - t
+        if same_start:
+            positions = torch.arange(end - t, end, device=device)[None].expand(b, t)
+        else:
+            positions = torch.tensor(starts, device=device)[:, None] + torch.arange(t, device=device)[None, :]
+        cos, sin = self._rope(positions, embeds)
+        # One token per sequence at a common position attends to everything before it: no mask.
+        if same_start and t == 1:
+            mask = None
+        elif same_start:
+            mask = torch.ones(t, end, dtype=torch.bool, device=device).tril(end - t)
+        else:
+            slots = torch.arange(end, device=device)
+            mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [B, 1, T, S]
+        gqa = self.n_kv_heads != self.n_heads
+        hidden = embeds
+        s0 = end - t
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            x = self._norm(layer.input_layernorm, hidden)
+            q, k, v = self._qkv(i, attn, x, b, t)
+            q, k = _apply_rotary(q, k, cos, sin)
+            if same_start:
+                cache.keys[i][:, :, s0:end] = k
+                cache.values[i][:, :, s0:end] = v
+            else:
+                index = positions[:, None, :, None].expand(b, self.n_kv_heads, t, self.head_dim)
+                cache.keys[i].scatter_(2, index, k)
+                cache.values[i].scatter_(2, index, v)
+            keys, values = cache.keys[i][:, :, :end], cache.values[i][:, :, :end]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
+            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+            hidden = hidden + self._mlp(i, layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
+        if t == 1:
+            picked = hidden[:, 0]
+        else:
+            last = torch.tensor([max(n - 1, 0) for n in n_new], device=device)
+            picked = hidden[torch.arange(b, device=device), last]
+        logits = self.lm_head(self._norm(self.norm, picked)).float()
+        cache.lengths = [n0 + n for n0, n in zip(starts, n_new)]
+        return logits
+
+    # ------------------------------------------------------------------ compiled decode step
+
+    def compiled_step(self, cache: KVCache, ids: torch.Tensor) -> torch.Tensor:
+        """One token per sequence through a ``torch.compile``d step with static shapes (attention over
+        the whole cache, masked), so CUDA graphs can replay it; the same result as :meth:`forward`."""
+        if self._rope_table is None or self._rope_table[0].shape[0] < cache.max_len:
+            self._rope(torch.tensor([cache.max_len - 1], device=self.device), self.embed.weight[:1, None])
+        if self._compiled is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._compiled = torch.compile(self._static_step, mode=mode, dynamic=False)
+        lengths = torch.tensor(cache.lengths, device=self.device)
+        logits = self._compiled(ids.to(self.device).view(-1, 1), lengths, cache.keys, cache.values)
+        cache.lengths = [n + 1 for n in cache.lengths]
+        return logits.clone()
+
+    def _static_step(self, ids: torch.Tensor, lengths: torch.Tensor, keys: list, values: list) -> torch.Tensor:
+        b = ids.shape[0]
+        max_len = keys[0].shape[2]
+        hidden = self.embed(ids)
+        positions = lengths[:, None]
+        cos, sin = self._rope_table[0][positions].to(hidden.dtype), self._rope_table[1][positions].to(hidden.dtype)
+        slots = torch.arange(max_len, device=ids.device)
+        mask = slots[None, None, None, :] <= positions[:, None, :, None]
+        index = positions[:, None, :, None].expand(b, self.n_kv_heads, 1, self.head_dim)
+        gqa = self.n_kv_heads != self.n_heads
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attn.q_proj(x).view(b, 1, self.n_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(x).view(b, 1, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(x).view(b, 1, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            q, k = _apply_rotary(q, k, cos.to(q.dtype), sin.to(q.dtype))
+            keys[i].scatter_(2, index, k)
+            values[i].scatter_(2, index, v)
+            out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=mask, enable_gqa=gqa)
+            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return self.lm_head(self.norm(hidden[:, -1])).float()
+
+
+def _fuse_layer(layer: nn.Module) -> dict[str, Any] | None:
+    """One weight for q/k/v and one for gate/up, so a step runs 2 matmuls instead of 5.
+
+    The modules' own weights become views into the fused tensors (no extra memory); quantized or
+    biased projections are left as they are.
+    """
+    attn, mlp = layer.self_attn, layer.mlp
+    projections = [attn.q_proj, attn.k_proj, attn.v_proj]
+    if any(type(p) is not nn.Linear or p.bias is not None for p in projections):
+        return None
+    fused: dict[str, Any] = {}
+    with torch.no_grad():
+        weights = [p.weight for p in projections]
+        qkv = torch.cat([w.detach() for w in weights], dim=0)
+        sizes = [w.shape[0] for w in weights]
+        start = 0
+        for proj, size in zip(projections, sizes):
+            proj.weight = nn.Parameter(qkv[start : start + size], requires_grad=False)
+            start += size
+        fused["qkv"], fused["qkv_sizes"] = qkv, sizes
+        pair = [getattr(mlp, "gate_proj", None), getattr(mlp, "up_proj", None)]
+        down = getattr(mlp, "down_proj", None)
+        if all(type(p) is nn.Linear and p.bias is None for p in pair + [down]) and hasattr(mlp, "act_fn"):
+            gate_up = torch.cat([p.weight.detach() for p in pair], dim=0)
+            n = pair[0].weight.shape[0]
+            pair[0].weight = nn.Parameter(gate_up[:n], requires_grad=False)
+            pair[1].weight = nn.Parameter(gate_up[n:], requires_grad=False)
+            fused["gate_up"], fused["down"] = gate_up, down.weight
+    return fused
+
+
+def describe(engine: LlamaEngine) -> dict[str, Any]:
+    return {"layers": len(engine.layers), "heads": engine.n_heads, "kv_heads": engine.n_kv_heads, "head_dim": engine.head_dim}
