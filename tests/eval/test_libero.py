@@ -61,11 +61,11 @@ def test_libero_task_runs_in_its_own_venv(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("ecot.policy") is None or importlib.util.find_spec("ecot.serve") is None,
                     reason="needs the policy runtime (ecot.policy) and the server (ecot.serve)")
-def test_libero_against_a_live_server(tiny_random_checkpoint, tmp_path):
+def test_libero_against_a_live_server(trained_checkpoint, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "ecot", "serve", str(tiny_random_checkpoint), "--port", str(port),
+    server = subprocess.Popen([sys.executable, "-m", "ecot", "serve", str(trained_checkpoint), "--port", str(port),
                                "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
@@ -79,7 +79,7 @@ def test_libero_against_a_live_server(tiny_random_checkpoint, tmp_path):
                 time.sleep(0.5)
         run = subprocess.run([LIBERO_PYTHON, "-m", "ecot.eval.libero", "--server", f"ws://127.0.0.1:{port}",
                               "--suite", "libero_spatial", "--tasks", "0", "--trials", "1", "--max-steps", "3",
-                              "--render-size", "128", "--unnorm-key", "ecot_sim", "--out", str(tmp_path / "out")],
+                              "--render-size", "128", "--out", str(tmp_path / "out")],
                              capture_output=True, text=True, env=_env(), timeout=900)
     finally:
         os.killpg(server.pid, 9)
