@@ -1,9 +1,10 @@
 """Throughput of ``ecot eval`` in the sim: episodes per minute with 2 worker processes vs 1.
 
 Two policies: the scripted expert (simulation + rendering + ground truth + GIFs bound) and a tiny
-tiny-siglip checkpoint (model bound). The tiny checkpoint is randomly initialised unless
-``--checkpoint`` names a trained one: a random model never stops writing, so every step decodes
-the full token budget (the worst case for latency). Baseline, same run: ``--workers 1``.
+tiny-siglip checkpoint run by ``ecot.policy.ECoTPolicy`` (model bound). The tiny checkpoint is
+randomly initialised unless ``--checkpoint`` names a trained one: a random model fills every
+reasoning field up to the grammar's per-field token budget (the worst case for latency).
+Baseline, same run: ``--workers 1``.
 
 Usage: python benchmarks/eval_throughput.py [--expert-episodes 16] [--policy-episodes 2] [--checkpoint DIR]
 """
@@ -84,7 +85,7 @@ def main() -> None:
         "baseline_metric": "the same with --workers 1",
         "ratio": round(expert[2]["episodes_per_min"] / expert[1]["episodes_per_min"], 3),
         "expert": {"episodes": args.expert_episodes, "max_steps": 80, "workers_2": expert[2], "workers_1": expert[1]},
-        "tiny_policy": {"checkpoint": "random tiny-siglip (decodes the full 256-token budget every step)"
+        "tiny_policy": {"checkpoint": "random tiny-siglip via ECoTPolicy (fills each field's token budget)"
                         if not args.checkpoint else args.checkpoint,
                         "episodes": args.policy_episodes, "max_steps": args.policy_steps,
                         "workers_2": policy[2], "workers_1": policy[1],

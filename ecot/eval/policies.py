@@ -123,12 +123,8 @@ class CheckpointPolicy(EvalPolicy):
 
     def __init__(self, path: str, mode: str = "full", reuse_steps: int = 5, device: str | None = None,
                  dtype: str = "float32", unnorm_key: str | None = None):
-        try:
-            from ecot.policy import ECoTPolicy
-        except ModuleNotFoundError as err:  # the policy runtime is not installed: greedy predict_action
-            if err.name != "ecot.policy":
-                raise
-            ECoTPolicy = None
+        from ecot.policy import ECoTPolicy
+
         if device is None:
             import torch
 
@@ -137,12 +133,7 @@ class CheckpointPolicy(EvalPolicy):
         self.mode = mode
         self.writes_reasoning = mode != "no-reasoning"
         self.unnorm_key = unnorm_key
-        if ECoTPolicy is not None:
-            self.policy = ECoTPolicy.from_pretrained(path, mode=mode, reuse_steps=reuse_steps, device=device, dtype=dtype)
-        elif mode == "full":
-            self.policy = _PredictActionPolicy(path, device=device, dtype=dtype)
-        else:
-            raise ValueError(f"--mode {mode} needs the policy runtime (ecot.policy), which is not installed")
+        self.policy = ECoTPolicy.from_pretrained(path, mode=mode, reuse_steps=reuse_steps, device=device, dtype=dtype)
 
     def reset(self, env: Any, seed: int) -> None:
         super().reset(env, seed)
@@ -156,38 +147,6 @@ class CheckpointPolicy(EvalPolicy):
         reasoning = out.reasoning if has_reasoning(out.reasoning) else None
         action = hold_action(obs) if out.action is None else np.asarray(out.action, dtype=np.float32).reshape(-1)
         return StepOutput(action, reasoning, out.text or "", float(timings.get("total_ms", wall)), timings)
-
-
-class _PredictActionPolicy:
-    """Stand-in for :class:`ecot.policy.ECoTPolicy` (mode "full" only) on ``VLA.predict_action`` when the
-    policy runtime is not installed; a step without usable action tokens gives ``action=None`` (hold still)."""
-
-    def __init__(self, path: str, device: str, dtype: str = "float32", max_new_tokens: int = 256):
-        import torch
-
-        from ecot.model import VLA, VLAProcessor
-
-        self.model = VLA.from_pretrained(path, dtype=getattr(torch, dtype), device=device).eval()
-        self.processor = VLAProcessor.from_pretrained(path, config=self.model.config)
-        self.max_new_tokens = max_new_tokens
-
-    def reset(self) -> None:
-        pass
-
-    def step(self, image, instruction: str, unnorm_key: str | None = None):
-        from types import SimpleNamespace
-
-        from ecot.model import ActionDecodeError
-
-        t0 = time.perf_counter()
-        try:
-            result = self.model.predict_action(image, instruction, unnorm_key=unnorm_key, processor=self.processor,
-                                               max_new_tokens=self.max_new_tokens)
-            action, reasoning, text = result.action, result.reasoning, result.text
-        except ActionDecodeError as err:
-            action, reasoning, text = None, Reasoning.parse(err.text), err.text
-        return SimpleNamespace(action=action, reasoning=reasoning, text=text,
-                               timings={"total_ms": (time.perf_counter() - t0) * 1e3})
 
 
 def parse_ws(spec: str) -> tuple[str, int]:
