@@ -16,7 +16,7 @@ from ecot.eval.sim import EvalConfig, evaluate
 
 from .helpers import episodes
 
-COMMON = dict(episodes=1, image_size=64, max_steps=2, gifs=1, device="cpu")
+COMMON = dict(episodes=1, image_size=64, max_steps=1, gifs=1, device="cpu")
 
 
 def test_checkpoint_runs_closed_loop_and_its_reasoning_is_scored(trained_checkpoint, tmp_path):
@@ -24,14 +24,14 @@ def test_checkpoint_runs_closed_loop_and_its_reasoning_is_scored(trained_checkpo
                        progress=False)
     assert results["episodes"] == 1 and results["latency_ms"]["mean"] > 0
     recs = episodes(tmp_path / "local")
-    assert all(r["steps"] == 2 for r in recs)  # it does not solve a sim task in 2 steps
+    assert all(r["steps"] == 1 for r in recs)  # it does not solve a sim task in 1 step
     steps = [s for r in recs for s in r["per_step"]]
     assert all(len(s["action"]) == 7 for s in steps)
     # It writes (memorized) ECoT reasoning every step; each is scored against the sim's ground truth.
     assert all(s["reasoning"]["task"] and s["reasoning"]["move"] for s in steps)
     assert all(s["metrics"] is not None and s["metrics"]["move_gt"] for s in steps)
     f = results["faithfulness"]
-    assert f["steps"] == 2 and f["plan_coverage"] == 0.0  # its plans are about other scenes
+    assert f["steps"] == 1 and f["plan_coverage"] == 0.0  # its plans are about other scenes
     assert f["box_precision"] is not None and f["box_precision"] < 1.0
 
 
