@@ -275,10 +275,9 @@ class NormStats:
 
     def save(self, path: str | Path) -> None:
         """Write ``{dataset_key: {...}}`` as JSON (atomically: never a half-written file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
+        from ecot.io import write_atomic
+
+        write_atomic(path, json.dumps(self.to_dict(), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "NormStats":

@@ -46,27 +46,26 @@ def _handler(args) -> int:
 
     from ecot.annotate.pipeline import AnnotateConfig
     from ecot.annotate.runner import RunConfig, WorkDir, failure_summary, parse_shard, run_annotation
+    from ecot.errors import check_device
 
-    try:
-        shard_index, num_shards = parse_shard(args.shard)
-        model_opts = {"device": args.device} if args.device != "cpu" else {}
-        annotate = AnnotateConfig(
-            reasoning=args.reasoning, gripper=args.gripper, boxes=args.boxes, captions=args.captions,
-            llm_model=args.llm_model, llm_base_url=args.llm_base_url, llm_api_key_env=args.llm_api_key_env,
-            llm_cache=args.llm_cache,
-            gripper_options=dict(model_opts) if args.gripper != "gt" else {},
-            boxes_options=dict(model_opts) if args.boxes != "gt" else {},
-            caption_options=dict(model_opts) if args.captions == "transformers" else {},
-        )
-        config = RunConfig(
-            dataset_dir=args.dataset_dir, out_dir=args.out, shard_index=shard_index, num_shards=num_shards,
-            workers=args.workers, use_ray=args.ray, limit=args.limit, progress=not args.no_progress,
-            validate=not args.no_validate, annotate=annotate,
-        )
-        summary = run_annotation(config)
-    except (ValueError, ImportError, FileNotFoundError) as err:
-        print(f"ecot annotate: error: {err}", file=sys.stderr)
-        return 2
+    # Errors are reported by ecot.cli.main: usage errors exit 2, failures 1.
+    check_device(args.device)
+    shard_index, num_shards = parse_shard(args.shard)
+    model_opts = {"device": args.device} if args.device != "cpu" else {}
+    annotate = AnnotateConfig(
+        reasoning=args.reasoning, gripper=args.gripper, boxes=args.boxes, captions=args.captions,
+        llm_model=args.llm_model, llm_base_url=args.llm_base_url, llm_api_key_env=args.llm_api_key_env,
+        llm_cache=args.llm_cache,
+        gripper_options=dict(model_opts) if args.gripper != "gt" else {},
+        boxes_options=dict(model_opts) if args.boxes != "gt" else {},
+        caption_options=dict(model_opts) if args.captions == "transformers" else {},
+    )
+    config = RunConfig(
+        dataset_dir=args.dataset_dir, out_dir=args.out, shard_index=shard_index, num_shards=num_shards,
+        workers=args.workers, use_ray=args.ray, limit=args.limit, progress=not args.no_progress,
+        validate=not args.no_validate, annotate=annotate,
+    )
+    summary = run_annotation(config)
     rate = summary.steps_now / summary.seconds if summary.seconds > 0 else 0.0
     print(f"annotated {summary.annotated_now} episode(s) now ({summary.steps_now} steps, {rate:.0f} steps/s); "
           f"{summary.done}/{summary.total} of this shard done", file=sys.stderr)

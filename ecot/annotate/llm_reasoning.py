@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 from ecot.annotate.llm_clients import ChatClient, Message, content_hash
 from ecot.annotate.sanitize import clean_text
+from ecot.io import write_atomic
 
 FIELDS = ("task", "plan", "subtask", "subtask_reason", "move", "move_reason")
 
@@ -144,11 +145,7 @@ class ResponseCache:
             return None
 
     def put(self, key: str, text: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"text": text}), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(self._path(key), json.dumps({"text": text}))
 
 
 @dataclass

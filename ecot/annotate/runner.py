@@ -30,6 +30,8 @@ from typing import Any, Callable
 from ecot.annotate.assemble import FEATURES_NAME, REPORT_NAME, STEPS_NAME, assemble
 from ecot.annotate.pipeline import AnnotateConfig, Stages, annotate_episode, build_stages
 from ecot.annotate.workdir import RUN_NAME, WorkDir, check_run_settings, temp_path
+from ecot.errors import UsageError
+from ecot.runlock import die_with_parent, locked_dir
 
 __all__ = ["FEATURES_NAME", "REPORT_NAME", "RUN_NAME", "STEPS_NAME", "RunConfig", "RunSummary", "WorkDir",
            "assemble", "failure_summary", "parse_shard", "run_annotation", "temp_path"]
@@ -50,9 +52,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):
-            raise ValueError(f"shard must be i/n with 0 <= i < n, got {self.shard_index}/{self.num_shards}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise UsageError(f"shard must be i/n with 0 <= i < n, got {self.shard_index}/{self.num_shards}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise UsageError(f"workers must be a positive integer, got {self.workers!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1):
+            raise UsageError(f"limit must be a positive number of episodes, got {self.limit!r}")
 
 
 @dataclass
@@ -74,9 +78,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+        raise UsageError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
     if not (n >= 1 and 0 <= i < n):
-        raise ValueError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+        raise UsageError(f"--shard i/n needs 0 <= i < n, got {text!r}")
     return i, n
 
 
@@ -116,7 +120,10 @@ def _annotate_one(dataset, stages: Stages, work: WorkDir, index: int) -> tuple[i
         return index, message, 0
 
 
-def _worker_init(factory: Callable[[], Any], annotate: AnnotateConfig, out_dir: str, cache_dir: str) -> None:
+def _worker_init(factory: Callable[[], Any], annotate: AnnotateConfig, out_dir: str, cache_dir: str,
+                 parent_pid: int | None = None) -> None:
+    if parent_pid is not None:  # killed with the annotating process (kill -9 included): no orphans holding GPUs
+        die_with_parent(parent_pid)
     _WORKER["dataset"] = factory()
     _WORKER["stages"] = build_stages(annotate, cache_dir)
     _WORKER["work"] = WorkDir(out_dir)
@@ -144,7 +151,7 @@ def _run_pool(factory, config: RunConfig, work: WorkDir, pending: list[int], cac
 
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
     with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(factory, config.annotate, str(work.out), cache_dir)) as pool:
+                             initargs=(factory, config.annotate, str(work.out), cache_dir, os.getpid())) as pool:
         # A bounded number in flight: results land roughly in index order, memory stays flat.
         it = iter(pending)
         in_flight: dict[Any, int] = {}
@@ -215,6 +222,13 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
     n = len(dataset) if config.limit is None else min(len(dataset), config.limit)
     check_ground_truth(dataset, config.annotate)
     out = Path(config.out_dir)
+    # One writer per output directory; shards of one run lock only their own shard.
+    scope = None if config.num_shards == 1 else f"shard-{config.shard_index}-of-{config.num_shards}"
+    with locked_dir(out, "ecot annotate", scope=scope):
+        return _run_locked(config, dataset, factory, n, out, start)
+
+
+def _run_locked(config: RunConfig, dataset, factory, n: int, out: Path, start: float) -> RunSummary:
     # What the results depend on (not --limit, --workers, shards or where the LLM cache lives).
     annotate = {k: v for k, v in config.annotate.to_dict().items() if k != "llm_cache"}
     settings = {"dataset_dir": str(Path(config.dataset_dir).resolve()), "annotate": annotate}
@@ -222,6 +236,7 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
     work = WorkDir(out)
     work.make()
     work.clean_temps()
+    _check_same_collection(out, dataset)
     cache_dir = config.annotate.llm_cache or str(out / "llm_cache")
 
     mine = [i for i in range(n) if i % config.num_shards == config.shard_index]
@@ -255,9 +270,32 @@ def run_annotation(config: RunConfig, dataset_factory: Callable[[], Any] | None 
     features_path = None
     if all_done:
         features_path = assemble(work, n, validate=config.validate)
+        from ecot.provenance import write_provenance
+
+        write_provenance(out, dataset, n, config.dataset_dir)  # which dataset the features belong to
     return RunSummary(total=len(mine), done=len(set(mine) & work.done_indices()), annotated_now=annotated,
                       failed=failed, features_path=features_path, seconds=time.perf_counter() - start,
                       steps_now=steps)
+
+
+def _check_same_collection(out: Path, dataset) -> None:
+    """Refuse to resume over a dataset re-collected with other settings since the run started
+    (its finished episodes would describe other demonstrations)."""
+    from ecot.annotate.workdir import write_atomic
+    from ecot.errors import EcotError
+    from ecot.provenance import collection_settings
+
+    path = out / "work" / "dataset_settings.json"
+    now = collection_settings(dataset)
+    if path.exists():
+        then = json.loads(path.read_text())
+        if then != now:
+            keys = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+            raise EcotError(f"the dataset changed since the annotation in {out} started (collection settings "
+                            + ", ".join(f"{k}: {then.get(k)!r} then, {now.get(k)!r} now" for k in keys)
+                            + "); annotate it into a new --out directory")
+    else:
+        write_atomic(path, json.dumps(now, sort_keys=True))
 
 
 def failure_summary(summary: RunSummary, work: WorkDir | None = None) -> str:

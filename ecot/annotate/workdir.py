@@ -103,7 +103,9 @@ def check_run_settings(out: Path, settings: dict) -> None:
         old = json.loads(path.read_text())
         if old != settings:
             diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
-            raise ValueError(
+            from ecot.errors import UsageError
+
+            raise UsageError(
                 f"{out} holds a run made with other settings {diff} (old, new); "
                 "resume with the same settings or choose a new --out directory"
             )

@@ -1,4 +1,4 @@
-"""`ecot features`: look into an embodied-features file (streamed, any size)."""
+"""`ecot data` (info, convert) and `ecot features` (look into an embodied-features file, streamed)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,24 @@ import json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser(
+        "data", help="inspect and convert datasets (LeRobot v2.1/v3.0, RLDS)",
+        description="Summarize a dataset directory or convert it to LeRobot v3.0.")
+    data_commands = data.add_subparsers(title="data commands", metavar="COMMAND")
+    info = data_commands.add_parser("info", help="summarize a dataset: format, episodes, frames, cameras, features")
+    info.add_argument("path", help="dataset directory (LeRobot v2.1 or v3.0, image or video; RLDS/TFDS)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=_data_info)
+    conv = data_commands.add_parser("convert", help="convert LeRobot v2.1 / v3.0 or RLDS into LeRobot v3.0 (resumable)")
+    conv.add_argument("src", help="source dataset directory")
+    conv.add_argument("dst", help="output directory (re-run the same command to resume)")
+    conv.add_argument("--to", default="lerobot-v3", choices=["lerobot-v3"], help="target format")
+    conv.add_argument("--video", action="store_true", help="store the camera as mp4 video (AV1) instead of PNG images")
+    conv.add_argument("--limit", type=int, default=None, help="convert only the first N episodes")
+    conv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    conv.set_defaults(func=_data_convert)
+    data.set_defaults(func=lambda args: data.print_help() or 0)
+
     parser = subparsers.add_parser(
         "features",
         help="inspect an embodied-features JSON file (ECoT layout)",
@@ -74,4 +92,29 @@ def _stats(args: argparse.Namespace) -> int:
     else:
         for key, value in counts.items():
             print(f"{key:>24}: {value}")
+    return 0
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from ecot.data.convert import describe
+
+    summary = describe(args.path)
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    for key in ("path", "format", "episodes", "frames", "fps", "robot_type", "tasks", "image_key", "ground_truth", "norm_stats"):
+        if key in summary:
+            print(f"{key:>12}: {summary[key]}")
+    for cam, desc in summary.get("cameras", {}).items():
+        print(f"{'camera':>12}: {cam} " + " ".join(f"{k}={v}" for k, v in desc.items()))
+    for name, ft in summary.get("features", {}).items():
+        print(f"{'feature':>12}: {name} {ft['dtype']} {ft['shape']}")
+    return 0
+
+
+def _data_convert(args: argparse.Namespace) -> int:
+    from ecot.data.convert import convert
+
+    out = convert(args.src, args.dst, to=args.to, video=args.video, progress=not args.no_progress, limit=args.limit)
+    print(f"{out['episodes']} episodes in {out['out']} (LeRobot v3.0; {out['new_episodes']} converted now from {out['source_format']})")
     return 0

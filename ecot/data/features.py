@@ -169,6 +169,53 @@ def boxes_text(boxes: Any, step: int) -> str:
     return render_objects((item[1], item[2]) for item in boxes[step])
 
 
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {json.dumps(value, default=str)[:60]}"
+
+
+def check_step_types(entry: Mapping[str, Any], step: str) -> None:
+    """Raise :class:`FeaturesFormatError` (naming the field; callers add episode and step) when a
+    field the reasoning string is built from has the wrong type."""
+    reasoning = entry.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, Mapping):
+        raise FeaturesFormatError(f"'reasoning' must be an object of steps, got {_kind(reasoning)}")
+    fields = (reasoning or {}).get(step, {}) or {}
+    if not isinstance(fields, Mapping):
+        raise FeaturesFormatError(f"reasoning must be an object of {', '.join(REASONING_KEYS)}, got {_kind(fields)}")
+    for key in REASONING_KEYS:
+        if key in fields and not isinstance(fields[key], str):
+            raise FeaturesFormatError(f"reasoning field {key!r} must be a string, got {_kind(fields[key])}")
+    features = entry.get("features") or {}
+    if not isinstance(features, Mapping):
+        raise FeaturesFormatError(f"'features' must be an object, got {_kind(features)}")
+    index = int(step)
+    points = features.get(GRIPPER_KEY)
+    if points is not None:
+        if not isinstance(points, list):
+            raise FeaturesFormatError(f"features[{GRIPPER_KEY!r}] must be a list of [x, y] points, got {_kind(points)}")
+        if index < len(points):
+            point = points[index]
+            if point is not None and not (isinstance(point, list) and len(point) == 2 and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)):
+                raise FeaturesFormatError(f"{GRIPPER_KEY} must be an [x, y] pair of numbers, got {_kind(point)}")
+    boxes = features.get("bboxes")
+    if boxes is not None:
+        if not isinstance(boxes, list):
+            raise FeaturesFormatError(f"features['bboxes'] must be a list (one entry per step), got {_kind(boxes)}")
+        if index < len(boxes) and boxes[index]:
+            items = boxes[index]
+            if not isinstance(items, list):
+                raise FeaturesFormatError(f"bboxes must be a list of [score, name, [x0, y0, x1, y1]], got {_kind(items)}")
+            for item in items:
+                if not (isinstance(item, list) and len(item) == 3 and isinstance(item[1], str)
+                        and isinstance(item[2], list) and len(item[2]) == 4
+                        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item[2])):
+                    raise FeaturesFormatError(f"bboxes item must be [score, name, [x0, y0, x1, y1]], got {_kind(item)}")
+    moves = features.get("move_primitive")
+    if isinstance(moves, list) and index < len(moves) and not isinstance(moves[index], str):
+        raise FeaturesFormatError(f"move_primitive must be a string, got {_kind(moves[index])}")
+
+
 def step_fields(entry: Mapping[str, Any], step: str) -> dict[str, str]:
     """The eight tag values of one step, exactly as the original loader renders them."""
     reasoning = entry.get("reasoning", {}).get(step, {}) or {}
@@ -207,6 +254,10 @@ def iter_reasoning_strings(path: str | os.PathLike) -> Iterator[tuple[str, str, 
                 raise FeaturesFormatError(
                     f"{path}: episode {file_path!r}/{episode_id!r} has step key {step!r}; expected an integer string"
                 ) from None
+            try:
+                check_step_types(entry, step)  # field by field: nothing malformed is rendered as text
+            except FeaturesFormatError as err:
+                raise FeaturesFormatError(f"{path}: episode {file_path!r}/{episode_id!r}, step {index}: {err}") from None
             yield file_path, episode_id, index, step_reasoning_text(entry, step)
 
 

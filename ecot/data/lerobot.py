@@ -1,6 +1,9 @@
-"""Episodes in the LeRobot v2.1 dataset layout (image mode), written and read without LeRobot.
+"""LeRobot dataset directories, written and read without LeRobot: format v2.1 (lerobot 0.3.x)
+and v3.0 (lerobot >= 0.4), cameras as images in parquet or as mp4 video. docs/data.md has the facts.
 
-Layout (what LeRobot 0.3.x reads; see docs/sim.md)::
+:func:`LeRobotWriter` opens a writer (v3.0 by default, :mod:`ecot.data.lerobot_v3`; the
+v2.1 writer :class:`LeRobotV21Writer` is here); :class:`LeRobotLayoutDataset` reads both
+versions, image and video. The v2.1 layout (what LeRobot 0.3.x reads)::
 
     DIR/data/chunk-000/episode_000000.parquet   one file per episode, PNG images embedded
     DIR/meta/info.json, episodes.jsonl, tasks.jsonl, episodes_stats.jsonl
@@ -20,9 +23,7 @@ can always be rebuilt from the finished episodes. Readers only see episodes list
 
 from __future__ import annotations
 
-import io
 import json
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from ecot.actions import DatasetStats, NormStats, compute_dataset_stats, eef_delta_mask
-from ecot.data.base import EpisodeDataset
 from ecot.data.episode import ACTION_NAMES, STATE_NAMES, Episode, GroundTruth
+from ecot.data.source import EpisodeDataset, Step
+from ecot.io import LRUCache, atomic_path, decode_image, encode_png, write_atomic
 
 CODEBASE_VERSION = "v2.1"
 CHUNKS_SIZE = 1000
@@ -47,13 +49,6 @@ PARQUET_META_KEY = b"ecot"
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _jsonl(records: list[dict]) -> str:
@@ -73,21 +68,6 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def episode_relpath(index: int) -> str:
     return DATA_PATH.format(episode_chunk=index // CHUNKS_SIZE, episode_index=index)
-
-
-def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def gt_shapes(num_objects: int) -> "OrderedDict[str, int]":
@@ -161,8 +141,8 @@ def _image_stats(images: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- writer
 
 
-class LeRobotWriter:
-    """Writes episodes one at a time; resumable (finished episodes found on disk are kept).
+class LeRobotV21Writer:
+    """Writes episodes in the v2.1 layout one at a time; resumable (finished episodes found on disk are kept).
 
     ``add_episode`` appends episode ``len(writer)``; call ``close()`` (or use ``with``) to
     write the final meta files. Meta files are also refreshed every ``flush_every`` episodes.
@@ -186,7 +166,7 @@ class LeRobotWriter:
     def __len__(self) -> int:
         return len(self._episodes)
 
-    def __enter__(self) -> "LeRobotWriter":
+    def __enter__(self) -> "LeRobotV21Writer":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -311,11 +291,8 @@ class LeRobotWriter:
             b"ecot_features": json.dumps(features).encode(),
         }
         table = pa.table(cols).replace_schema_metadata(schema_meta)
-        path = self.root / episode_relpath(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        pq.write_table(table, tmp, compression="snappy")
-        os.replace(tmp, path)
+        with atomic_path(self.root / episode_relpath(index)) as tmp:
+            pq.write_table(table, tmp, compression="snappy")
         record["states"], record["actions"] = episode.states, episode.actions
         self._register(record)
         self._since_flush += 1
@@ -331,18 +308,18 @@ class LeRobotWriter:
         meta = self.root / "meta"
         n = len(self._episodes)
         # Episodes and stats first, info.json last: info's totals never exceed what is listed.
-        _atomic_write_text(meta / "tasks.jsonl", _jsonl(
+        write_atomic(meta / "tasks.jsonl", _jsonl(
             [{"task_index": i, "task": s} for s, i in sorted(self._tasks.items(), key=lambda kv: kv[1])]))
-        _atomic_write_text(meta / "episodes_stats.jsonl", _jsonl(
+        write_atomic(meta / "episodes_stats.jsonl", _jsonl(
             [{"episode_index": r["episode_index"], "stats": r["stats"]} for r in self._episodes]))
-        _atomic_write_text(meta / "ecot_episodes.jsonl", _jsonl(
+        write_atomic(meta / "ecot_episodes.jsonl", _jsonl(
             [{"episode_index": r["episode_index"], "length": r["length"], "object_names": r["object_names"],
               "metadata": r["metadata"]} for r in self._episodes]))
         if n:
             stats = compute_dataset_stats([r["actions"] for r in self._episodes], [r["states"] for r in self._episodes],
                                           action_mask=eef_delta_mask(self._episodes[0]["actions"].shape[1]))
-            _atomic_write_text(meta / "ecot_norm_stats.json", json.dumps(NormStats({self.dataset_name: stats}).to_dict(), indent=2))
-        _atomic_write_text(meta / "episodes.jsonl", _jsonl(
+            write_atomic(meta / "ecot_norm_stats.json", json.dumps(NormStats({self.dataset_name: stats}).to_dict(), indent=2))
+        write_atomic(meta / "episodes.jsonl", _jsonl(
             [{"episode_index": r["episode_index"], "tasks": [r["instruction"]], "length": r["length"]} for r in self._episodes]))
         info = OrderedDict([
             ("codebase_version", CODEBASE_VERSION),
@@ -359,7 +336,7 @@ class LeRobotWriter:
             ("video_path", None),
             ("features", self.features),
         ])
-        _atomic_write_text(meta / "info.json", json.dumps(info, indent=4, ensure_ascii=False))
+        write_atomic(meta / "info.json", json.dumps(info, indent=4, ensure_ascii=False))
         self._since_flush = 0
 
     def close(self) -> None:
@@ -399,80 +376,284 @@ def _jsonable(value: Any) -> Any:
 
 # --------------------------------------------------------------------------- reader
 
+QUANTILES = ("q01", "q10", "q50", "q90", "q99")
+
+
+def _version_major(version: Any, where: Path) -> int:
+    text = str(version or "")
+    try:
+        return int(text.lstrip("v").split(".")[0])
+    except ValueError:
+        raise ValueError(f"{where}: codebase_version {version!r} is not a LeRobot dataset version "
+                         "(expected 'v2.1' or 'v3.0')") from None
+
+
+def read_info(root: Path) -> dict:
+    """``meta/info.json`` with a clear error when it is missing or malformed."""
+    path = Path(root) / "meta" / "info.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{root} is not a LeRobot dataset: {path} is missing")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(info, dict) or "features" not in info or "fps" not in info:
+        raise ValueError(f"{path} lacks 'features' or 'fps'; expected LeRobot's info.json")
+    return info
+
+
+def read_parquet(path: Path, columns: list[str] | None = None, what: str = "a parquet file"):
+    """A whole parquet file as an arrow table; missing or corrupt files give an error naming them."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (expected {what})")
+    try:
+        return pq.read_table(path, columns=columns)
+    except Exception as err:
+        raise ValueError(f"cannot read {path}: {type(err).__name__}: {err} "
+                         f"(expected {what}; the file may be corrupt or truncated)") from None
+
+
+def column_vectors(table, key: str) -> np.ndarray:
+    """A fixed-size or variable list column (or a scalar column) as a float32 [N, D] array."""
+    import pyarrow as pa
+
+    col = table.column(key).combine_chunks()
+    n = len(col)
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type) or pa.types.is_fixed_size_list(col.type):
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        return np.asarray(flat, np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+    return np.asarray(col.to_numpy(zero_copy_only=False), np.float32).reshape(n, 1)
+
+
+def read_tasks_parquet(path: Path) -> dict[int, str]:
+    """``meta/tasks.parquet`` (v3.0): task strings (the pandas index) by ``task_index``."""
+    table = read_parquet(path, what="LeRobot's tasks table (task strings indexed, a task_index column)")
+    meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))
+    index_cols = [c for c in meta.get("index_columns", []) if isinstance(c, str)]
+    names = [c for c in table.column_names if c != "task_index"]
+    key = index_cols[0] if index_cols else ("task" if "task" in names else (names[0] if names else None))
+    if key is None or "task_index" not in table.column_names:
+        raise ValueError(f"{path} has columns {table.column_names}; expected task strings and 'task_index'")
+    return {int(i): str(s) for i, s in zip(table.column("task_index").to_pylist(), table.column(key).to_pylist())}
+
+
+class _EpisodeLoc:
+    """Where episode i lives: its parquet file and row offset, its video files and start times."""
+
+    __slots__ = ("index", "length", "data_path", "row_offset", "videos", "tasks")
+
+    def __init__(self, index: int, length: int, data_path: Path, row_offset: int, videos: dict, tasks: list):
+        self.index, self.length, self.data_path, self.row_offset = index, length, data_path, row_offset
+        self.videos = videos  # camera -> (mp4 path, from_timestamp)
+        self.tasks = tasks
+
 
 class LeRobotLayoutDataset(EpisodeDataset):
-    """Episodes of a LeRobot v2.1 (image mode) directory, ours or LeRobot's.
+    """Episodes of a LeRobot directory, format v2.1 or v3.0, cameras as images or mp4 video.
 
-    ``len(ds)`` episodes; ``ds[i]`` an :class:`Episode` (with ground truth when stored);
-    ``ds.step(i, t)`` one step without decoding the other images of the episode.
+    ``len(ds)`` episodes; ``ds.episode(i)`` / ``ds[i]`` an :class:`Episode` (with ground truth
+    when stored); ``ds.step(i, t)`` one :class:`Step`, decoding only that frame. Memory stays
+    bounded: at most ``cache_episodes`` episodes' rows, ``open_files`` parquet files and
+    ``open_files`` video decoders per camera are kept. Video frames are looked up at
+    ``from_timestamp + timestamp`` and must lie within ``tolerance_s`` (LeRobot's rule).
     """
 
-    def __init__(self, root: str | Path, cache_episodes: int = 4):
+    def __init__(self, root: str | Path, cache_episodes: int = 4, image_key: str | None = None,
+                 tolerance_s: float = 1e-4, open_files: int = 4):
+        from ecot.data.video import VideoFiles
+
         self.root = Path(root)
-        meta = self.root / "meta"
-        for name in ("info.json", "episodes.jsonl", "tasks.jsonl"):
-            if not (meta / name).exists():
-                raise FileNotFoundError(
-                    f"{self.root} is not a LeRobot-layout dataset: meta/{name} is missing "
-                    "(expected meta/info.json, meta/episodes.jsonl, meta/tasks.jsonl and data/chunk-*/episode_*.parquet)"
-                )
-        self.info = json.loads((meta / "info.json").read_text())
+        self.info = read_info(self.root)
+        self.version = str(self.info.get("codebase_version", ""))
+        self.major = _version_major(self.version, self.root / "meta" / "info.json")
+        if self.major not in (2, 3):
+            raise ValueError(f"{self.root}: LeRobot format {self.version} is not supported (v2.x or v3.0)")
         self.fps = int(self.info.get("fps", 0)) or None
-        features = self.info.get("features", {})
-        self.features = features
-        cameras = [k for k, v in features.items() if v.get("dtype") in ("image", "video")]
-        if not cameras:
-            raise ValueError(f"{self.root}/meta/info.json declares no image feature; features: {sorted(features)}")
-        self.image_key = IMAGE_KEY if IMAGE_KEY in cameras else cameras[0]
-        if features[self.image_key]["dtype"] == "video":
-            raise NotImplementedError(f"{self.root}: video features are not supported; write the dataset in image mode")
+        self.features = features = self.info.get("features", {})
+        self.cameras = [k for k, v in features.items() if v.get("dtype") in ("image", "video")]
+        if not self.cameras:
+            raise ValueError(f"{self.root}/meta/info.json declares no image or video feature; features: {sorted(features)}")
+        if image_key is not None and image_key not in self.cameras:
+            raise ValueError(f"{self.root}: camera {image_key!r} not found; cameras: {self.cameras}")
+        self.image_key = image_key or (IMAGE_KEY if IMAGE_KEY in self.cameras else self.cameras[0])
         if ACTION_KEY not in features:
             raise ValueError(f"{self.root}/meta/info.json declares no 'action' feature")
         self.state_key = STATE_KEY if STATE_KEY in features else None
-        self.data_path = self.info.get("data_path", DATA_PATH)
-        self.chunks_size = int(self.info.get("chunks_size", CHUNKS_SIZE))
-        self._episodes = sorted(_read_jsonl(meta / "episodes.jsonl"), key=lambda r: r["episode_index"])
-        self._tasks = {int(r["task_index"]): r["task"] for r in _read_jsonl(meta / "tasks.jsonl")}
+        self.tolerance_s = float(tolerance_s)
+        if self.major == 3:
+            self._locs, self._tasks = self._index_v3()
+        else:
+            self._locs, self._tasks = self._index_v2()
         ecot_path = self.root / ECOT_EPISODES
         self._ecot = {int(r["episode_index"]): r for r in _read_jsonl(ecot_path)} if ecot_path.exists() else {}
-        self.has_ground_truth = any(k.startswith(GT_PREFIX) for k in features)
         self.name = self.root.name
         self._norm_stats: NormStats | None = None
-        self._cache: OrderedDict[int, Any] = OrderedDict()
-        self._cache_size = max(1, int(cache_episodes))
+        self._tables: LRUCache[int, Any] = LRUCache(max(1, int(cache_episodes)))
+        self._files: LRUCache[Path, Any] = LRUCache(max(1, int(open_files)))
+        self._videos = VideoFiles(max_open=max(1, int(open_files)), tolerance_s=self.tolerance_s)
+
+    # ---------------------------------------------------------------- index
+
+    def _index_v2(self) -> tuple[list[_EpisodeLoc], dict[int, str]]:
+        meta = self.root / "meta"
+        for name in ("episodes.jsonl", "tasks.jsonl"):
+            if not (meta / name).exists():
+                raise FileNotFoundError(f"{self.root} is a LeRobot v2.1 dataset but meta/{name} is missing "
+                                        "(expected meta/info.json, episodes.jsonl, tasks.jsonl and data/chunk-*/episode_*.parquet)")
+        data_path = self.info.get("data_path") or DATA_PATH
+        video_path = self.info.get("video_path")
+        chunks = int(self.info.get("chunks_size", CHUNKS_SIZE))
+        locs = []
+        for r in sorted(_read_jsonl(meta / "episodes.jsonl"), key=lambda r: r["episode_index"]):
+            index = int(r["episode_index"])
+            videos = {}
+            for cam in self.cameras:
+                if self.features[cam]["dtype"] == "video":
+                    rel = video_path.format(episode_chunk=index // chunks, video_key=cam, episode_index=index)
+                    videos[cam] = (self.root / rel, 0.0)
+            rel = data_path.format(episode_chunk=index // chunks, episode_index=index)
+            locs.append(_EpisodeLoc(index, int(r["length"]), self.root / rel, 0, videos, list(r.get("tasks", []))))
+        tasks = {int(r["task_index"]): r["task"] for r in _read_jsonl(meta / "tasks.jsonl")}
+        return locs, tasks
+
+    def _index_v3(self) -> tuple[list[_EpisodeLoc], dict[int, str]]:
+        meta = self.root / "meta"
+        files = sorted((meta / "episodes").glob("*/*.parquet")) if (meta / "episodes").is_dir() else []
+        if not files:
+            raise FileNotFoundError(f"{self.root} is a LeRobot v3.0 dataset but meta/episodes/chunk-*/file-*.parquet is missing")
+        if not (meta / "tasks.parquet").exists():
+            raise FileNotFoundError(f"{self.root} is a LeRobot v3.0 dataset but meta/tasks.parquet is missing")
+        rows: list[dict] = []
+        for f in files:
+            table = read_parquet(f, what="LeRobot v3.0 episode metadata")
+            keep = [c for c in table.column_names if not c.startswith("stats/")]
+            rows += table.select(keep).to_pylist()
+        need = ("episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index")
+        for key in need:
+            if rows and key not in rows[0]:
+                raise ValueError(f"{files[0]} lacks column {key!r}; expected LeRobot v3.0 episode metadata")
+        rows.sort(key=lambda r: r["episode_index"])
+        data_path = self.info.get("data_path") or "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+        video_path = self.info.get("video_path")
+        # Row offset of an episode in its file: its first global index minus the file's first.
+        file_start: dict[tuple[int, int], int] = {}
+        for r in rows:
+            key = (r["data/chunk_index"], r["data/file_index"])
+            file_start[key] = min(file_start.get(key, r["dataset_from_index"]), r["dataset_from_index"])
+        locs = []
+        for r in rows:
+            key = (r["data/chunk_index"], r["data/file_index"])
+            videos = {}
+            for cam in self.cameras:
+                if self.features[cam]["dtype"] == "video":
+                    c, fi = r.get(f"videos/{cam}/chunk_index"), r.get(f"videos/{cam}/file_index")
+                    if c is None or fi is None:
+                        raise ValueError(f"{files[0]}: episode {r['episode_index']} has no videos/{cam}/chunk_index / file_index")
+                    rel = video_path.format(video_key=cam, chunk_index=c, file_index=fi)
+                    videos[cam] = (self.root / rel, float(r.get(f"videos/{cam}/from_timestamp") or 0.0))
+            rel = data_path.format(chunk_index=key[0], file_index=key[1])
+            locs.append(_EpisodeLoc(int(r["episode_index"]), int(r["length"]), self.root / rel,
+                                    int(r["dataset_from_index"]) - file_start[key], videos, list(r.get("tasks") or [])))
+        return locs, read_tasks_parquet(meta / "tasks.parquet")
+
+    # ---------------------------------------------------------------- basics
 
     def __repr__(self) -> str:
-        return f"LeRobotLayoutDataset({str(self.root)!r}, episodes={len(self)}, fps={self.fps})"
+        return f"LeRobotLayoutDataset({str(self.root)!r}, version={self.version}, episodes={len(self)}, fps={self.fps})"
 
     def __len__(self) -> int:
-        return len(self._episodes)
+        return len(self._locs)
+
+    @property
+    def camera_names(self) -> list[str]:
+        return list(self.cameras)
+
+    @property
+    def video_cameras(self) -> list[str]:
+        return [c for c in self.cameras if self.features[c]["dtype"] == "video"]
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return any(k.startswith(GT_PREFIX) for k in self.features)
+
+    @property
+    def total_frames(self) -> int:
+        return sum(loc.length for loc in self._locs)
+
+    @property
+    def tasks(self) -> dict[int, str]:
+        return dict(self._tasks)
 
     def episode_length(self, i: int) -> int:
-        return int(self._episodes[self._check_index(i)]["length"])
+        return self._locs[self._check_index(i)].length
 
     def episode_path(self, i: int) -> Path:
-        index = int(self._episodes[self._check_index(i)]["episode_index"])
-        return self.root / self.data_path.format(episode_chunk=index // self.chunks_size, episode_index=index)
+        return self._locs[self._check_index(i)].data_path
 
-    def _table(self, i: int):
+    def video_path(self, i: int, camera: str | None = None) -> Path:
+        loc = self._locs[self._check_index(i)]
+        camera = camera or self.image_key
+        if camera not in loc.videos:
+            raise ValueError(f"camera {camera!r} of {self.root} is not stored as video")
+        return loc.videos[camera][0]
+
+    # ---------------------------------------------------------------- rows
+
+    def _parquet(self, path: Path):
         import pyarrow.parquet as pq
 
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
-        path = self.episode_path(i)
-        if not path.exists():
-            raise FileNotFoundError(f"episode {i} is listed in meta/episodes.jsonl but {path} is missing")
-        table = pq.read_table(path)
-        if table.num_rows != self.episode_length(i):
-            raise ValueError(f"{path} has {table.num_rows} rows but meta/episodes.jsonl says length {self.episode_length(i)}")
-        self._cache[i] = table
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        def load():
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing (listed in {self.root}/meta)")
+            try:
+                return pq.ParquetFile(path)
+            except Exception as err:
+                raise ValueError(f"cannot read {path}: {type(err).__name__}: {err} "
+                                 "(expected a LeRobot data parquet file; it may be corrupt or truncated)") from None
+
+        return self._files.get(path, load)
+
+    def _table(self, i: int):
+        return self._tables.get(i, lambda: self._load_table(i))
+
+    def _load_table(self, i: int):
+        import pyarrow as pa
+
+        loc = self._locs[i]
+        pf = self._parquet(loc.data_path)
+        start, stop = loc.row_offset, loc.row_offset + loc.length
+        groups, pos = [], 0
+        md = pf.metadata
+        for g in range(md.num_row_groups):
+            n = md.row_group(g).num_rows
+            if pos < stop and pos + n > start:
+                groups.append((g, pos))
+            pos += n
+        if pos < stop:
+            raise ValueError(f"{loc.data_path} has {pos} rows but episode {loc.index} needs rows {start}..{stop - 1} "
+                             f"(meta says length {loc.length}); the file does not match {self.root}/meta")
+        try:
+            table = pa.concat_tables([pf.read_row_group(g) for g, _ in groups])
+        except Exception as err:
+            raise ValueError(f"cannot read {loc.data_path}: {type(err).__name__}: {err} "
+                             "(the file may be corrupt or truncated)") from None
+        table = table.slice(start - groups[0][1], loc.length)
+        if "episode_index" in table.column_names:
+            got = set(table.column("episode_index").to_pylist())
+            if got != {loc.index}:
+                raise ValueError(f"{loc.data_path}: rows {start}..{stop - 1} hold episode(s) {sorted(got)}, "
+                                 f"but {self.root}/meta places episode {loc.index} there")
         return table
 
+    def _instruction(self, task_index: int) -> str:
+        if task_index not in self._tasks:
+            raise KeyError(f"task_index {task_index} is not in the task table of {self.root}/meta")
+        return self._tasks[task_index]
+
     def _metadata(self, i: int, task_index: int) -> dict:
-        index = int(self._episodes[i]["episode_index"])
+        index = self._locs[i].index
         record = self._ecot.get(index)
         meta = dict(record["metadata"]) if record else {}
         meta.setdefault("file_path", f"lerobot/{self.name}")
@@ -481,50 +662,63 @@ class LeRobotLayoutDataset(EpisodeDataset):
         meta.setdefault("task_index", task_index)
         return meta
 
-    def _instruction(self, task_index: int) -> str:
-        if task_index not in self._tasks:
-            raise KeyError(f"task_index {task_index} is not in {self.root}/meta/tasks.jsonl")
-        return self._tasks[task_index]
+    def _images(self, i: int, table, camera: str, rows: list[int]) -> np.ndarray:
+        loc = self._locs[i]
+        if camera in loc.videos:
+            path, start = loc.videos[camera]
+            if "timestamp" in table.column_names:
+                ts = table.column("timestamp").to_pylist()
+                times = [start + float(np.float32(ts[r])) for r in rows]
+            else:
+                times = [start + r / self.fps for r in rows]
+            return self._videos.frames_at(path, times)
+        col = table.column(camera)
+        out = []
+        for r in rows:
+            cell = col[r].as_py()
+            data = cell.get("bytes") if isinstance(cell, dict) else cell
+            if data is None:
+                raise ValueError(f"{loc.data_path}: frame {r} of episode {loc.index} has no image bytes in column {camera!r}")
+            out.append(decode_image(data, source=f"{loc.data_path} (episode {loc.index}, frame {r}, {camera})"))
+        return np.stack(out)
 
-    def __getitem__(self, i: int) -> Episode:
+    def _arrays(self, table) -> tuple[np.ndarray, np.ndarray]:
+        actions = column_vectors(table, ACTION_KEY)
+        states = column_vectors(table, self.state_key) if self.state_key else np.zeros((len(actions), 0), np.float32)
+        return states, actions
+
+    # ---------------------------------------------------------------- the interface
+
+    def episode(self, i: int) -> Episode:
         i = self._check_index(i)
         table = self._table(i)
-        images = np.stack([decode_image(cell["bytes"]) for cell in table.column(self.image_key).to_pylist()])
-        actions = np.asarray(table.column(ACTION_KEY).to_pylist(), np.float32)
-        states = (np.asarray(table.column(self.state_key).to_pylist(), np.float32) if self.state_key
-                  else np.zeros((len(actions), 0), np.float32))
+        images = self._images(i, table, self.image_key, list(range(table.num_rows)))
+        states, actions = self._arrays(table)
         task_index = int(table.column("task_index")[0].as_py()) if "task_index" in table.column_names else 0
         gt = self._ground_truth(i, table) if self.has_ground_truth else None
         return Episode(images=images, states=states, actions=actions, instruction=self._instruction(task_index),
                        metadata=self._metadata(i, task_index), ground_truth=gt)
 
-    def step(self, i: int, t: int) -> dict[str, Any]:
-        """One step of episode ``i``: image, state, action, instruction (decodes one image)."""
-        i = self._check_index(i)
-        length = self.episode_length(i)
-        if t < 0:
-            t += length
-        if not 0 <= t < length:
-            raise IndexError(f"step {t} out of range for episode {i} of length {length}")
-        row = self._table(i).slice(t, 1).to_pylist()[0]
-        task_index = int(row.get("task_index", 0))
-        out = {
-            "image": decode_image(row[self.image_key]["bytes"]),
-            "state": np.asarray(row[self.state_key], np.float32) if self.state_key else np.zeros(0, np.float32),
-            "action": np.asarray(row[ACTION_KEY], np.float32),
-            "instruction": self._instruction(task_index),
-            "episode_index": i,
-            "frame_index": t,
-            "file_path": self._metadata(i, task_index)["file_path"],
-            "episode_id": self._metadata(i, task_index)["episode_id"],
-        }
-        return out
+    def step(self, i: int, t: int, cameras: list[str] | None = None) -> Step:
+        """One step of episode ``i``, decoding only that frame (and ``cameras``' frames, if given)."""
+        i, t = self._check_step(i, t)
+        table = self._table(i)
+        row = table.slice(t, 1)
+        states, actions = self._arrays(row)
+        task_index = int(row.column("task_index")[0].as_py()) if "task_index" in row.column_names else 0
+        meta = self._metadata(i, task_index)
+        extra = {c: self._images(i, table, c, [t])[0] for c in (cameras or []) if c != self.image_key}
+        ts = float(row.column("timestamp")[0].as_py()) if "timestamp" in row.column_names else t / (self.fps or 1)
+        return Step(image=self._images(i, table, self.image_key, [t])[0], state=states[0], action=actions[0],
+                    instruction=self._instruction(task_index), episode_index=i, frame_index=t,
+                    file_path=meta["file_path"], episode_id=meta["episode_id"], timestamp=ts,
+                    raw_step_offset=int(meta.get("raw_step_offset", 0)), extra_images=extra)
 
     def _ground_truth(self, i: int, table) -> GroundTruth:
-        index = int(self._episodes[i]["episode_index"])
+        index = self._locs[i].index
         names = list(self._ecot.get(index, {}).get("object_names", []))
         t = table.num_rows
-        col = lambda key: np.asarray(table.column(key).to_pylist(), np.float32).reshape(t, -1)  # noqa: E731
+        col = lambda key: column_vectors(table, key).reshape(t, -1)  # noqa: E731
         boxes = col("gt.object_boxes")
         k = boxes.shape[1] // 4
         if len(names) != k:
@@ -551,15 +745,51 @@ class LeRobotLayoutDataset(EpisodeDataset):
         return self._norm_stats
 
     def _compute_stats(self) -> DatasetStats:
-        import pyarrow.parquet as pq
-
+        cols = [ACTION_KEY] + ([self.state_key] if self.state_key else [])
         actions, states = [], []
-        for i in range(len(self)):
-            cols = [ACTION_KEY] + ([self.state_key] if self.state_key else [])
-            table = pq.read_table(self.episode_path(i), columns=cols)
-            actions.append(np.asarray(table.column(ACTION_KEY).to_pylist(), np.float64))
-            if self.state_key:
-                states.append(np.asarray(table.column(self.state_key).to_pylist(), np.float64))
+        for path in dict.fromkeys(loc.data_path for loc in self._locs):
+            table = read_parquet(path, columns=cols, what="a LeRobot data parquet file")
+            s, a = self._arrays(table)
+            actions.append(a.astype(np.float64))
+            states.append(s.astype(np.float64))
         if not actions:
             raise ValueError(f"{self.root} has no episodes to compute statistics from")
-        return compute_dataset_stats(actions, states or None, action_mask=eef_delta_mask(actions[0].shape[1]))
+        return compute_dataset_stats(actions, states if self.state_key else None,
+                                     action_mask=eef_delta_mask(actions[0].shape[1]))
+
+    def close(self) -> None:
+        self._videos.close()
+        self._files.clear()
+        self._tables.clear()
+
+
+# --------------------------------------------------------------------------- writer factory
+
+
+def LeRobotWriter(root: str | Path, fps: int = 5, robot_type: str | None = "ecot_sim", dataset_name: str = "ecot_sim",
+                  version: str | None = None, video: bool = False, **kwargs: Any):
+    """A resumable writer for a LeRobot dataset directory: ``add_episode(episode, pngs=None)``, ``close()``.
+
+    ``version``: "v3.0" (default for a new directory) or "v2.1"; an existing directory keeps its
+    own version (asking for another is an error). ``video=True`` stores cameras as mp4 (v3.0 only).
+    """
+    root = Path(root)
+    existing = None
+    info_path = root / "meta" / "info.json"
+    if info_path.exists():
+        existing = str(read_info(root).get("codebase_version"))
+    if version is not None and version not in ("v2.1", "v3.0"):
+        raise ValueError(f"unknown LeRobot format version {version!r}; expected 'v3.0' or 'v2.1'")
+    if existing and version and existing != version:
+        raise ValueError(f"{root} holds a LeRobot {existing} dataset; cannot append episodes as {version} "
+                         "(convert it with `ecot data convert`, or write to a new directory)")
+    chosen = existing or version or "v3.0"
+    if chosen == "v2.1":
+        if video:
+            raise ValueError("video cameras are written in the v3.0 format only; use version='v3.0'")
+        return LeRobotV21Writer(root, fps=fps, robot_type=robot_type, dataset_name=dataset_name, **kwargs)
+    if chosen != "v3.0":
+        raise ValueError(f"{root} holds a LeRobot {chosen} dataset; ecot appends to v2.1 and v3.0 datasets only")
+    from ecot.data.lerobot_v3 import LeRobotV3Writer
+
+    return LeRobotV3Writer(root, fps=fps, robot_type=robot_type, dataset_name=dataset_name, video=video, **kwargs)

@@ -15,18 +15,17 @@ With ``bridge_transform=True`` it applies the original training pipeline's Bridg
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from ecot.actions import DatasetStats, NormStats, compute_dataset_stats, eef_delta_mask
-from ecot.data.base import EpisodeDataset
 from ecot.data.episode import Episode
+from ecot.data.source import EpisodeDataset, Step
+from ecot.io import LRUCache, decode_image, encode_image
 from ecot.data.tfrecord import index_records, parse_example, read_record, serialize_example, write_records
 
 STEP_PREFIX = "steps/"
@@ -119,8 +118,7 @@ class RLDSDataset(EpisodeDataset):
         self.fps = self._fps()
         self._image_key, self._state_key, self._action_key = image_key, state_key, action_key
         self._keys_resolved = False
-        self._cache: OrderedDict[int, dict] = OrderedDict()
-        self._cache_size = max(1, int(cache_episodes))
+        self._cache: LRUCache[int, dict] = LRUCache(max(1, int(cache_episodes)))
         self._norm_stats: NormStats | None = None
 
     def __repr__(self) -> str:
@@ -136,16 +134,23 @@ class RLDSDataset(EpisodeDataset):
         return len(self._index)
 
     def _example(self, i: int) -> dict:
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
+        return self._cache.get(i, lambda: self._load_example(i))
+
+    def _load_example(self, i: int) -> dict:
         path, offset, length = self._index[i]
         ex = parse_example(read_record(path, offset, length, verify=self.verify))
         self._resolve_keys(ex, path)
-        self._cache[i] = ex
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return ex
+
+    @property
+    def image_key(self) -> str:
+        if not self._keys_resolved and len(self):
+            self._example(0)
+        return self._image_key or ""
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [self.image_key]
 
     def _resolve_keys(self, ex: dict, path: Path) -> None:
         if self._keys_resolved:
@@ -222,12 +227,13 @@ class RLDSDataset(EpisodeDataset):
         t = self._num_steps(ex)
         return t - 2 if self.apply_bridge_transform else t
 
-    def __getitem__(self, i: int) -> Episode:
+    def episode(self, i: int) -> Episode:
         i = self._check_index(i)
         ex = self._example(i)
         kept, states, actions = self._arrays(ex)
         raw_images = ex[self._image_key]
-        images = np.stack([_decode(raw_images[k]) for k in kept])
+        source = f"{self._index[i][0]} (episode {i}, {self._image_key})"
+        images = np.stack([decode_image(raw_images[k], source) for k in kept])
         meta = self._metadata(i, ex)
         if self.apply_bridge_transform:
             from ecot.data.bridge import RAW_OFFSET_KEY
@@ -235,27 +241,25 @@ class RLDSDataset(EpisodeDataset):
             meta[RAW_OFFSET_KEY] = 1  # frame t was raw step t + 1 (FORMATS.md §8)
         return Episode(images=images, states=states, actions=actions, instruction=self._instruction(ex), metadata=meta)
 
-    def step(self, i: int, t: int) -> dict[str, Any]:
+    def step(self, i: int, t: int) -> Step:
         """One step of episode ``i`` (decodes only that step's image)."""
-        i = self._check_index(i)
+        i, t = self._check_step(i, t)
         ex = self._example(i)
         kept, states, actions = self._arrays(ex)
-        if t < 0:
-            t += len(kept)
-        if not 0 <= t < len(kept):
-            raise IndexError(f"step {t} out of range for episode {i} of length {len(kept)}")
         meta = self._metadata(i, ex)
-        return {
-            "raw_step_offset": int(kept[0]),  # 1 with the Bridge transform: frame t was raw step t + 1
-            "image": _decode(ex[self._image_key][kept[t]]),
-            "state": states[t],
-            "action": actions[t],
-            "instruction": self._instruction(ex),
-            "episode_index": i,
-            "frame_index": t,
-            "file_path": meta["file_path"],
-            "episode_id": meta["episode_id"],
-        }
+        source = f"{self._index[i][0]} (episode {i}, step {t}, {self._image_key})"
+        return Step(
+            image=decode_image(ex[self._image_key][kept[t]], source),
+            state=states[t],
+            action=actions[t],
+            instruction=self._instruction(ex),
+            episode_index=i,
+            frame_index=t,
+            file_path=meta["file_path"],
+            episode_id=meta["episode_id"],
+            timestamp=t / (self.fps or 1),
+            raw_step_offset=int(kept[0]),  # 1 with the Bridge transform: frame t was raw step t + 1
+        )
 
     @property
     def norm_stats(self) -> NormStats:
@@ -279,22 +283,7 @@ class RLDSDataset(EpisodeDataset):
         return compute_dataset_stats(actions, states if has_state else None, action_mask=eef_delta_mask(actions[0].shape[1]))
 
 
-def _decode(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
-
-
 # --------------------------------------------------------------------------- writer
-
-
-def _encode(image: np.ndarray, fmt: str) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="JPEG" if fmt == "jpeg" else "PNG", quality=95)
-    return buf.getvalue()
 
 
 def _tensor(shape, dtype) -> dict:
@@ -342,7 +331,7 @@ def episode_to_example(episode: Episode, episode_id: int, image_format: str = "j
     is_last = np.zeros(t, np.int64)
     is_last[-1] = 1
     return serialize_example({
-        "steps/observation/image_0": [_encode(img, image_format) for img in episode.images],
+        "steps/observation/image_0": [encode_image(img, image_format) for img in episode.images],
         "steps/observation/state": episode.states.astype(np.float32),
         "steps/action": episode.actions.astype(np.float32),
         "steps/language_instruction": [episode.instruction.encode("utf-8")] * t,

@@ -295,16 +295,26 @@ def save_vla(model: nn.Module, path: str | Path, max_shard_size: int | str = "5G
 
     n = len(shards)
     names = [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-    staging = path / ".saving"
+    staging = path / f".saving-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
     weight_map = {}
-    for shard_name, shard in zip(names, shards):
-        save_file(shard, str(staging / shard_name), metadata={"format": "pt"})
-        weight_map.update({k: shard_name for k in shard})
-    index = {"metadata": {"total_size": int(sum(sizes))}, "weight_map": weight_map}
-    (staging / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    try:
+        for shard_name, shard in zip(names, shards):
+            save_file(shard, str(staging / shard_name), metadata={"format": "pt"})
+            weight_map.update({k: shard_name for k in shard})
+        index = {"metadata": {"total_size": int(sum(sizes))}, "weight_map": weight_map}
+        (staging / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    except Exception as err:
+        shutil.rmtree(staging, ignore_errors=True)  # never leave a half-written staging directory
+        from ecot.errors import is_disk_full
+
+        if not isinstance(err, OSError) and is_disk_full(err):  # safetensors' own error for a full disk
+            import errno
+
+            raise OSError(errno.ENOSPC, f"no space left on device ({str(err).splitlines()[0]})", str(path)) from err
+        raise
     # Old shards of an earlier save with another shard count would confuse loading: remove them.
     for old in path.glob("model-*-of-*.safetensors"):
         if old.name not in names:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 # Words for the tokenizer of `ecot model init` tiny checkpoints (a trainer usually trains its own).
@@ -26,6 +27,7 @@ def register(subparsers) -> None:
     init.add_argument("--seed", type=int, default=0)
     init.add_argument("--max-shard-size", default="5GB")
     init.add_argument("--allow-large", action="store_true", help="allow materializing a 7B model (~30 GB RAM)")
+    init.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
     init.set_defaults(func=_init)
 
     info = sub.add_parser("info", help="describe a checkpoint directory (reads headers only)")
@@ -45,6 +47,23 @@ def register(subparsers) -> None:
 
 
 def _init(args) -> int:
+    import shutil
+
+    from ecot.errors import UsageError
+    from ecot.model.config import PRESETS
+    from ecot.runlock import locked_dir
+
+    if args.preset not in PRESETS:
+        raise UsageError(f"unknown preset {args.preset!r}; expected one of {', '.join(sorted(PRESETS))}")
+    from ecot.model.checkpoint import parse_size
+
+    try:
+        parse_size(args.max_shard_size)
+    except ValueError as err:
+        raise UsageError(f"--max-shard-size: {err}") from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; expected a new or empty directory (or an old checkpoint with --force)")
     import torch
 
     from ecot.model import VLA, VLAConfig, VLAProcessor
@@ -53,15 +72,31 @@ def _init(args) -> int:
 
     config = VLAConfig.preset(args.preset)
     if config.text_config.get("hidden_size", 4096) >= 2048 and not args.allow_large:
-        print(f"preset {args.preset} is a 7B model; pass --allow-large to materialize it", flush=True)
-        return 2
-    torch.manual_seed(args.seed)
-    model = VLA(config)
-    if config.pad_token_id == 1024:  # tiny presets: make a matching tokenizer so the checkpoint is usable
-        texts = [training_text(i, f"TASK: {i}. PLAN: reach, grasp, move, release.", "", s)
-                 for i in _DEFAULT_CORPUS_INSTRUCTIONS for s in ("vicuna", "pure")]  # fmt: skip
-        model.processor = VLAProcessor(config, train_tiny_tokenizer(texts, vocab_size=1024))
-    out = model.save_pretrained(args.out, max_shard_size=args.max_shard_size)
+        raise UsageError(f"preset {args.preset} is a 7B model (~30 GB of RAM); pass --allow-large to materialize it")
+    with locked_dir(out, "ecot model init", keep_file=False):  # a checkpoint is shared as it is: no lock file kept
+        existing = [p.name for p in out.iterdir() if not p.name.startswith(".ecot.lock")]
+        if existing and not args.force:
+            raise UsageError(f"{out} is not empty ({', '.join(sorted(existing)[:4])}); refusing to overwrite it "
+                             "without --force")
+        torch.manual_seed(args.seed)
+        model = VLA(config)
+        if config.pad_token_id == 1024:  # tiny presets: make a matching tokenizer so the checkpoint is usable
+            texts = [training_text(i, f"TASK: {i}. PLAN: reach, grasp, move, release.", "", s)
+                     for i in _DEFAULT_CORPUS_INSTRUCTIONS for s in ("vicuna", "pure")]  # fmt: skip
+            model.processor = VLAProcessor(config, train_tiny_tokenizer(texts, vocab_size=1024))
+        # Written complete into a staging directory, then moved in: a failure (disk full) leaves nothing partial.
+        staging = out / f".init-{os.getpid()}.tmp"
+        try:
+            model.save_pretrained(staging, max_shard_size=args.max_shard_size)
+            for name in existing:  # --force: the old checkpoint goes only once the new one is complete
+                old = out / name
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+            for item in sorted(staging.iterdir()):
+                os.replace(item, out / item.name)
+            staging.rmdir()
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     print(f"wrote {args.preset} ({sum(p.numel() for p in model.parameters()):,} parameters) to {out}")
     return 0
 
@@ -91,13 +126,29 @@ def _info(args) -> int:
 
 
 def _predict(args) -> int:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
+    from ecot.errors import UsageError, check_device
     from ecot.model import VLA
 
+    check_device(args.device)
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be a positive integer, got {args.max_new_tokens}")
+    if not args.image.is_file():
+        raise UsageError(f"--image {args.image} does not exist; expected an image file (PNG, JPEG, ...)")
+    try:
+        image = Image.open(args.image)
+        image.load()
+    except (UnidentifiedImageError, OSError) as err:
+        raise UsageError(f"--image {args.image} is not a readable image ({err}); expected PNG, JPEG, ...") from None
+    from ecot.model.processor import MIN_IMAGE_SIDE
+
+    if min(image.size) < MIN_IMAGE_SIDE:  # checked before the model is loaded
+        raise UsageError(f"--image {args.image} is {image.size[0]}x{image.size[1]} pixels; expected at least "
+                         f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
     model = VLA.from_pretrained(args.path, dtype=args.dtype, device=args.device)
     result = model.predict_action(
-        Image.open(args.image), args.instruction, unnorm_key=args.unnorm_key, max_new_tokens=args.max_new_tokens
+        image, args.instruction, unnorm_key=args.unnorm_key, max_new_tokens=args.max_new_tokens
     )
     print(result.text)
     print(json.dumps({"action": [float(a) for a in result.action], "action_ids": result.action_ids}))

@@ -225,6 +225,7 @@ class VLAConfig:
         if data.get("model_type", "openvla") not in ("openvla", "prismatic"):
             raise ValueError(f"not an OpenVLA/ECoT config: model_type {data.get('model_type')!r}")
         known = {f.name for f in fields(cls)} - {"extra"}
+        _check_field_types(cls, data)
         kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
         extra = {k: copy.deepcopy(v) for k, v in data.items() if k not in known}
         return cls(**kwargs, extra=extra)
@@ -234,10 +235,12 @@ class VLAConfig:
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write ``config.json`` into directory ``path`` (atomically)."""
+        import os
+
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         target = path / "config.json"
-        tmp = target.with_name("config.json.tmp")
+        tmp = target.with_name(f".config.json.{os.getpid()}.tmp")
         tmp.write_text(self.to_json_string())
         tmp.replace(target)
         return target
@@ -253,7 +256,12 @@ class VLAConfig:
             data = json.loads(file.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{file} is not valid JSON: {err}") from err
-        return cls.from_dict(data)
+        if not isinstance(data, dict):
+            raise ValueError(f"{file} must hold a JSON object, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{file}: {err}") from None
 
     # ------------------------------------------------------------------ presets
 
@@ -347,3 +355,59 @@ PRESETS: dict[str, dict[str, Any]] = {
         "timm_override_act_layers": [None, None],
     },
 }
+
+
+_JSON_TYPES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "an object"}
+_TEXT_INT_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                    "num_key_value_heads", "max_position_embeddings", "vocab_size")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is list:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, kind)
+
+
+def _check_field_types(cls, data: Mapping[str, Any]) -> None:
+    """Refuse a wrongly typed ``config.json`` field, naming it, its value and the expected type."""
+    import types
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name == "extra" or f.name not in data:
+            continue
+        value, hint = data[f.name], hints.get(f.name)
+        origin, args = typing.get_origin(hint) or hint, typing.get_args(hint)
+        if origin in (typing.Union, types.UnionType):
+            kinds = [typing.get_origin(a) or a for a in args]
+            if value is None and type(None) in kinds:
+                continue
+            kinds = [k for k in kinds if k in _JSON_TYPES]
+            if kinds and not any(_is(value, k) for k in kinds):
+                raise ValueError(f"field {f.name!r} must be {' or '.join(_JSON_TYPES[k] for k in kinds)}, "
+                                 f"got {type(value).__name__} {value!r:.80}")
+            continue
+        if origin in (list, tuple):
+            origin = list
+        if origin not in _JSON_TYPES:
+            continue
+        if not _is(value, origin):
+            raise ValueError(f"field {f.name!r} must be {_JSON_TYPES[origin]}, got {type(value).__name__} {value!r:.80}")
+        item = args[0] if origin is list and args else None
+        if item in (int, str, float, bool):
+            bad = [v for v in value if not _is(v, item)]
+            if bad:
+                raise ValueError(f"field {f.name!r} must be a list of {_JSON_TYPES[item].split(' ', 1)[1]}s, "
+                                 f"got {value!r:.80}")
+    text = data.get("text_config")
+    if isinstance(text, Mapping):
+        for key in _TEXT_INT_FIELDS:
+            if key in text and not (_is(text[key], int) and text[key] > 0):
+                raise ValueError(f"field 'text_config.{key}' must be a positive integer, "
+                                 f"got {type(text[key]).__name__} {text[key]!r:.80}")

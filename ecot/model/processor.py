@@ -14,6 +14,7 @@ A fused backbone gets the image twice, normalized per tower and stacked to 6 cha
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +28,29 @@ LETTERBOX_FILL = (127, 127, 127)
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 
 
+MIN_IMAGE_SIDE = 16  # smaller images carry no usable content (and 0x0 ones break resizing)
+
+
 def to_pil(image: Any):
-    """A PIL RGB image from a PIL image or an ``HxWx3`` uint8 array."""
+    """A PIL RGB image from a PIL image or an ``HxWx3`` uint8 array (at least 16 x 16 pixels)."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
+        _check_size(*image.size)
         return image.convert("RGB") if image.mode != "RGB" else image
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"expected a PIL image or an HxWx3 array, got an array of shape {arr.shape}")
     if arr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image array (0-255), got dtype {arr.dtype}")
+    _check_size(arr.shape[1], arr.shape[0])
     return Image.fromarray(arr, mode="RGB")
+
+
+def _check_size(width: int, height: int) -> None:
+    if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
+        raise ValueError(f"the image is {width}x{height} pixels; expected at least "
+                         f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
 
 
 def letterbox_pad(image, fill=LETTERBOX_FILL):
@@ -171,7 +183,7 @@ class VLAProcessor:
             "stds": [list(s) for s in self.stds],
             "use_fused_vision_backbone": self.config.use_fused_vision_backbone,
         }
-        tmp = path / (PREPROCESSOR_CONFIG + ".tmp")
+        tmp = path / f".{PREPROCESSOR_CONFIG}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(info, indent=2) + "\n")
         tmp.replace(path / PREPROCESSOR_CONFIG)
         if not (path / "config.json").exists():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecot.actions import ACTION_DIM
 from ecot.model.config import VLAConfig
 from ecot.model.vision import Projector, VisionBackbone
 
@@ -180,6 +181,23 @@ class VLA(nn.Module):
 
         return predict_action(self, image, instruction, unnorm_key=unnorm_key, max_new_tokens=max_new_tokens,
                               processor=processor, do_sample=do_sample, **generate_kwargs)
+
+    def context_budget(self) -> int:
+        """Positions the language model holds: image patches + prompt + generated tokens."""
+        text = self.config.text_config
+        return int(text.get("max_position_embeddings", self.config.llm_max_length))
+
+    def _check_context(self, prompt_tokens: int, instruction_tokens: int) -> None:
+        """Refuse a prompt that leaves no room for the answer (reasoning + 7 action tokens)."""
+        budget = self.context_budget()
+        used = self.config.num_patches + prompt_tokens
+        room = ACTION_DIM + 2  # at least the action tokens and their tag
+        if used + room > budget:
+            most = max(0, budget - room - self.config.num_patches - (prompt_tokens - instruction_tokens))
+            raise ValueError(
+                f"the instruction is too long: {instruction_tokens} tokens, and with the prompt and "
+                f"{self.config.num_patches} image patches it needs {used} of the model's {budget} context positions, "
+                f"leaving no room for the answer; expected an instruction of at most {most} tokens")
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -226,7 +226,7 @@ class _Sequence:
             self.ids.append(token)
 
     def _choose_free(self, logits: torch.Tensor) -> None:
-        token = int(torch.argmax(logits[: self.tables.n_tokens]))
+        token = int(logits[: self.tables.n_tokens].argmax())
         self.generated += 1
         self.free_ids.append(token)
         eos = self.tables.tokenizer.eos_token_id
@@ -288,7 +288,7 @@ class ECoTDecoder:
     """Decodes batches of :class:`DecodeRequest` with one :class:`LlamaEngine` and a reusable cache."""
 
     def __init__(self, model: Any, processor: Any, budgets: dict[str, int] | None = None, grammar: bool = True,
-                 max_objects: int = 12, max_points: int = 16, compile: bool = False, max_free_tokens: int = 1024,
+                 max_objects: int = 12, max_points: int = 16, compile: bool | str = False, max_free_tokens: int = 1024,
                  ignore_eos: bool = False, action_dim: int = 7, tables: TokenTables | None = None):
         self.model = model
         self.processor = processor
@@ -366,13 +366,12 @@ class ECoTDecoder:
             feeds = [seqs[b].pending if b in active else [] for b in range(len(seqs))]
             width = max(len(f) for f in feeds)
             if self.compile and width == 1 and len(active) == len(seqs):
-                logits = engine.compiled_step(cache, torch.tensor([f[0] for f in feeds]))
+                backend = self.compile if isinstance(self.compile, str) else "inductor"
+                logits = engine.compiled_step(cache, torch.tensor([f[0] for f in feeds]), backend)
             else:
-                ids = torch.full((len(seqs), width), self.tables.pad_id, dtype=torch.long)
-                for b, f in enumerate(feeds):
-                    if f:
-                        ids[b, : len(f)] = torch.tensor(f)
-                logits = engine.forward(cache, engine.embed_ids(ids), [len(f) for f in feeds])
+                rows = [f + [self.tables.pad_id] * (width - len(f)) for f in feeds]
+                ids = torch.tensor(rows, dtype=torch.long, device=engine.device)
+                logits = engine.forward(cache, engine.embed(ids), [len(f) for f in feeds])
             forwards += 1
             for b in active:
                 s = seqs[b]

@@ -23,17 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Llama's rotary embedding (rotate-half convention), cos/sin ``[B, T, D]``."""
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-
-    def rotate_half(x: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-
-
 class KVCache:
     """Keys and values of every layer for ``batch`` sequences of up to ``max_len`` positions."""
 
@@ -83,35 +72,46 @@ class LlamaEngine:
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         return self.embed(ids.to(self.device))
 
-    def _rope(self, positions: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin ``[B, T, D]`` from a table computed once (the rotary module's own values)."""
-        need = int(positions.max()) + 1
-        if self._rope_table is None or self._rope_table[0].shape[0] < need:
+    def _rope(self, positions: torch.Tensor, like: torch.Tensor, need: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and *signed* sin ``[B, 1, T, D]`` from a table computed once with the model's rotary module.
+
+        Llama rotates ``x`` as ``x * cos + rotate_half(x) * sin`` with ``rotate_half(x) = [-x2, x1]``;
+        with ``sin_signed = [-sin1, sin2]`` that is ``x * cos + swap_halves(x) * sin_signed``.
+        """
+        if self._rope_table is None or self._rope_table[0].shape[0] < need or self._rope_table[0].dtype != like.dtype:
             size = max(need, 2048)
             table_pos = torch.arange(size, device=self.device)[None]
             cos, sin = self.rotary(like[:1, :1], table_pos)
-            self._rope_table = (cos[0], sin[0])
+            half = sin.shape[-1] // 2
+            signed = torch.cat([-sin[0, :, :half], sin[0, :, half:]], dim=-1)
+            self._rope_table = (cos[0].to(like.dtype), signed.to(like.dtype))
         cos, sin = self._rope_table
-        return cos[positions].to(like.dtype), sin[positions].to(like.dtype)
+        return cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
 
-    def _norm(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Llama's RMSNorm in float32 (as transformers computes it), with fewer ops."""
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        swapped = x.unflatten(-1, (2, self.head_dim // 2)).flip(-2).flatten(-2)
+        return x * cos + swapped * sin
+
+    @staticmethod
+    def _norm(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Llama's RMSNorm (one fused op where the dtype allows it)."""
         eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", 1e-6)
-        if x.dtype == torch.float32:
-            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * module.weight
+        if x.dtype == torch.float32 and module.weight.dtype == torch.float32:
+            return F.rms_norm(x, (x.shape[-1],), module.weight, eps)
         return module(x)
 
-    def _qkv(self, i: int, attn: nn.Module, x: torch.Tensor, b: int, t: int):
+    def _attention_inputs(self, i: int, attn: nn.Module, x: torch.Tensor, b: int, t: int, cos, sin):
+        """Rotated q, k and v ``[B, heads, T, D]``: one matmul and one rotation for q and k together."""
         fused = self.fused[i]
+        hq, hk = self.n_heads, self.n_kv_heads
         if fused is not None:
-            qkv = F.linear(x, fused["qkv"])
-            q, k, v = qkv.split(fused["qkv_sizes"], dim=-1)
-        else:
-            q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-        q = q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        return q, k, v
+            qkv = F.linear(x, fused["qkv"]).view(b, t, hq + 2 * hk, self.head_dim).transpose(1, 2)
+            qk = self._rotate(qkv[:, : hq + hk], cos, sin)
+            return qk[:, :hq], qk[:, hq:], qkv[:, hq + hk :]
+        q = attn.q_proj(x).view(b, t, hq, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(b, t, hk, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(b, t, hk, self.head_dim).transpose(1, 2)
+        return self._rotate(q, cos, sin), self._rotate(k, cos, sin), v
 
     def _mlp(self, i: int, mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
         fused = self.fused[i]
@@ -141,7 +141,7 @@ class LlamaEngine:
             positions = torch.arange(end - t, end, device=device)[None].expand(b, t)
         else:
             positions = torch.tensor(starts, device=device)[:, None] + torch.arange(t, device=device)[None, :]
-        cos, sin = self._rope(positions, embeds)
+        cos, sin = self._rope(positions, embeds, end)
         # One token per sequence at a common position attends to everything before it: no mask.
         if same_start and t == 1:
             mask = None
@@ -150,23 +150,21 @@ class LlamaEngine:
         else:
             slots = torch.arange(end, device=device)
             mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [B, 1, T, S]
+            index = positions[:, None, :, None].expand(b, self.n_kv_heads, t, self.head_dim)
         gqa = self.n_kv_heads != self.n_heads
         hidden = embeds
         s0 = end - t
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = self._norm(layer.input_layernorm, hidden)
-            q, k, v = self._qkv(i, attn, x, b, t)
-            q, k = _apply_rotary(q, k, cos, sin)
+            q, k, v = self._attention_inputs(i, attn, self._norm(layer.input_layernorm, hidden), b, t, cos, sin)
+            keys, values = cache.keys[i], cache.values[i]
             if same_start:
-                cache.keys[i][:, :, s0:end] = k
-                cache.values[i][:, :, s0:end] = v
+                keys[:, :, s0:end] = k
+                values[:, :, s0:end] = v
             else:
-                index = positions[:, None, :, None].expand(b, self.n_kv_heads, t, self.head_dim)
-                cache.keys[i].scatter_(2, index, k)
-                cache.values[i].scatter_(2, index, v)
-            keys, values = cache.keys[i][:, :, :end], cache.values[i][:, :, :end]
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
+                keys.scatter_(2, index, k)
+                values.scatter_(2, index, v)
+            out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask, enable_gqa=gqa)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
             hidden = hidden + self._mlp(i, layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
         if t == 1:
@@ -180,14 +178,18 @@ class LlamaEngine:
 
     # ------------------------------------------------------------------ compiled decode step
 
-    def compiled_step(self, cache: KVCache, ids: torch.Tensor) -> torch.Tensor:
+    def compiled_step(self, cache: KVCache, ids: torch.Tensor, backend: str = "inductor") -> torch.Tensor:
         """One token per sequence through a ``torch.compile``d step with static shapes (attention over
-        the whole cache, masked), so CUDA graphs can replay it; the same result as :meth:`forward`."""
+        the whole cache, masked), so CUDA graphs can replay it; the same result as :meth:`forward`.
+        ``backend="none"`` runs the static-shape step without compiling it."""
         if self._rope_table is None or self._rope_table[0].shape[0] < cache.max_len:
-            self._rope(torch.tensor([cache.max_len - 1], device=self.device), self.embed.weight[:1, None])
+            self._rope(torch.tensor([0], device=self.device), self.embed.weight[:1, None], cache.max_len)
         if self._compiled is None:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._compiled = torch.compile(self._static_step, mode=mode, dynamic=False)
+            if backend == "none":
+                self._compiled = self._static_step
+            else:
+                mode = "reduce-overhead" if self.device.type == "cuda" and backend == "inductor" else None
+                self._compiled = torch.compile(self._static_step, backend=backend, mode=mode, dynamic=False)
         lengths = torch.tensor(cache.lengths, device=self.device)
         logits = self._compiled(ids.to(self.device).view(-1, 1), lengths, cache.keys, cache.values)
         cache.lengths = [n + 1 for n in cache.lengths]
@@ -198,24 +200,21 @@ class LlamaEngine:
         max_len = keys[0].shape[2]
         hidden = self.embed(ids)
         positions = lengths[:, None]
-        cos, sin = self._rope_table[0][positions].to(hidden.dtype), self._rope_table[1][positions].to(hidden.dtype)
+        cos = self._rope_table[0][positions].unsqueeze(1)
+        sin = self._rope_table[1][positions].unsqueeze(1)
         slots = torch.arange(max_len, device=ids.device)
         mask = slots[None, None, None, :] <= positions[:, None, :, None]
         index = positions[:, None, :, None].expand(b, self.n_kv_heads, 1, self.head_dim)
         gqa = self.n_kv_heads != self.n_heads
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
-            q = attn.q_proj(x).view(b, 1, self.n_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(x).view(b, 1, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(b, 1, self.n_kv_heads, self.head_dim).transpose(1, 2)
-            q, k = _apply_rotary(q, k, cos.to(q.dtype), sin.to(q.dtype))
+            q, k, v = self._attention_inputs(i, attn, self._norm(layer.input_layernorm, hidden), b, 1, cos, sin)
             keys[i].scatter_(2, index, k)
             values[i].scatter_(2, index, v)
             out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=mask, enable_gqa=gqa)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return self.lm_head(self.norm(hidden[:, -1])).float()
+            hidden = hidden + self._mlp(i, layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
+        return self.lm_head(self._norm(self.norm, hidden[:, -1])).float()
 
 
 def _fuse_layer(layer: nn.Module) -> dict[str, Any] | None:

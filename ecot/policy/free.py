@@ -45,9 +45,12 @@ def predict_action(
         stats = processor.norm_stats.get(unnorm_key).action
     action_dim = stats.dim if stats is not None else 7
 
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ValueError(f"the instruction must be a non-empty string, got {instruction!r:.80}")
+    pixel_values = processor.image_transform(image).unsqueeze(0).to(model.device)  # refuses tiny images
     prompt = inference_prompt(instruction, processor.prompt_style)
     input_ids = processor.encode_prompt(prompt).to(model.device)
-    pixel_values = processor.image_transform(image).unsqueeze(0).to(model.device)
+    model._check_context(input_ids.shape[1], len(tokenizer(instruction, add_special_tokens=False)["input_ids"]))
     generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
     generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
     new_ids = model.generate(

@@ -50,7 +50,7 @@ class PolicyConfig:
     max_objects: int = 12
     max_points: int = 16
     refresh_moves: tuple[str, ...] = ("close gripper", "open gripper")  # reuse: a subtask ended
-    compile: bool = False  # torch.compile the one-token decode step (CUDA graphs on GPU)
+    compile: bool | str = False  # torch.compile the one-token decode step (CUDA graphs on GPU); or a backend name
     max_new_tokens: int = 1024  # grammar off: generation limit
 
     def __post_init__(self) -> None:

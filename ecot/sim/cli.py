@@ -10,7 +10,7 @@ def register(subparsers) -> None:
     sub = sim.add_subparsers(title="sim commands", metavar="SIM_COMMAND")
     sim.set_defaults(func=lambda args: (sim.print_help(), 0)[1])
 
-    c = sub.add_parser("collect", help="collect scripted demonstrations into a LeRobot-layout dataset (resumable)")
+    c = sub.add_parser("collect", help="collect scripted demonstrations into a LeRobot v3.0 dataset (resumable)")
     c.add_argument("--task", default="all", help="task family (pick_place, move_relation, stack, push) or 'all'")
     c.add_argument("--split", default="seen", choices=["seen", "heldout"], help="object/relation compositions")
     c.add_argument("--episodes", type=int, required=True, help="total number of episodes in the dataset")
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     c.add_argument("--workers", type=int, default=1, help="parallel simulation processes")
     c.add_argument("--max-attempts", type=int, default=3, help="retries (new seed) when a demonstration fails")
     c.add_argument("--name", default="ecot_sim", help="dataset name (the key of its normalization statistics)")
+    c.add_argument("--video", action="store_true", help="store the camera as mp4 video (LeRobot v3.0, AV1) instead of PNG frames")
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c.set_defaults(func=_collect)
 
@@ -34,13 +35,10 @@ def register(subparsers) -> None:
 def _collect(args: argparse.Namespace) -> int:
     from ecot.sim.collect import CollectConfig, collect
 
-    try:
-        config = CollectConfig(task=args.task, split=args.split, episodes=args.episodes, seed=args.seed,
-                               image_size=args.image_size, workers=args.workers, max_attempts=args.max_attempts,
-                               dataset_name=args.name)
-    except ValueError as err:
-        print(f"error: {err}")
-        return 2
+    # Invalid settings raise UsageError here, before the output directory is touched.
+    config = CollectConfig(task=args.task, split=args.split, episodes=args.episodes, seed=args.seed,
+                           image_size=args.image_size, workers=args.workers, max_attempts=args.max_attempts,
+                           dataset_name=args.name, video=args.video)
     summary = collect(args.out, config, progress=not args.no_progress)
     print(f"{summary['episodes']} episodes in {summary['out']} "
           f"({summary['new_episodes']} new, {summary['new_successes']} of them successful)")
@@ -51,10 +49,13 @@ def _render(args: argparse.Namespace) -> int:
     from ecot.data import open_dataset
     from ecot.sim.render import render_episode_gif
 
+    from ecot.errors import UsageError
+
+    if args.scale < 1:
+        raise UsageError(f"--scale must be a positive integer, got {args.scale}")
     ds = open_dataset(args.dataset)
     if not 0 <= args.episode < len(ds):
-        print(f"error: episode {args.episode} out of range; the dataset has {len(ds)} episodes")
-        return 2
+        raise UsageError(f"--episode {args.episode} is out of range; expected 0 .. {len(ds) - 1} ({len(ds)} episodes)")
     path = render_episode_gif(ds[args.episode], args.out, scale=args.scale, fps=ds.fps or 5)
     print(f"wrote {path}")
     return 0

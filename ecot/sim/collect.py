@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ecot.errors import UsageError
+from ecot.runlock import die_with_parent, locked_dir, unique_temp
 from ecot.sim.tasks import FAMILIES, SPLITS
 
 COLLECT_META = "meta/ecot_collect.json"
+MIN_IMAGE_SIZE = 16
 
 
 @dataclass
@@ -34,18 +37,24 @@ class CollectConfig:
     max_attempts: int = 3
     dataset_name: str = "ecot_sim"
     max_steps: int = 80
+    video: bool = False  # store the camera as mp4 (LeRobot v3.0 video) instead of PNG frames
 
     def __post_init__(self) -> None:
+        # Usage errors, raised before anything is written (bad settings never reach the metadata).
         if self.task != "all" and self.task not in FAMILIES:
-            raise ValueError(f"unknown task family {self.task!r}; expected 'all' or one of {', '.join(FAMILIES)}")
+            raise UsageError(f"unknown task family {self.task!r}; expected 'all' or one of {', '.join(FAMILIES)}")
         if self.split not in SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
-        if self.episodes < 0:
-            raise ValueError(f"episodes must be >= 0, got {self.episodes}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+            raise UsageError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
+        for name in ("episodes", "workers", "max_attempts", "max_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < MIN_IMAGE_SIZE:
+            raise UsageError(f"image_size must be an integer of at least {MIN_IMAGE_SIZE} pixels, got {self.image_size!r}")
+        if self.max_steps < 2:
+            raise UsageError(f"max_steps must be at least 2, got {self.max_steps}")
+        if not self.dataset_name or "/" in self.dataset_name:
+            raise UsageError(f"dataset_name must be a non-empty name without '/', got {self.dataset_name!r}")
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -115,8 +124,11 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(image_size: int, max_steps: int) -> None:
+def _worker_init(image_size: int, max_steps: int, parent_pid: int | None = None) -> None:
     from ecot.sim.env import SimConfig, TabletopEnv
+
+    if parent_pid is not None:  # a pool worker: dies with the collecting process
+        die_with_parent(parent_pid)
 
     _WORKER["env"] = TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps))
 
@@ -131,32 +143,41 @@ def _collect_one(args: tuple) -> Any:
         if episode.metadata["success"]:
             break
     episode.metadata["episode_id"] = str(index)
-    from ecot.data.lerobot import encode_png
+    from ecot.io import encode_png
 
     return episode, [encode_png(img) for img in episode.images]  # encode in the worker, in parallel
 
 
 def collect(out: str | Path, config: CollectConfig | None = None, progress: bool = True, **overrides) -> dict[str, Any]:
-    """Collect ``config.episodes`` demonstrations into ``out`` (resuming what is there)."""
-    from tqdm import tqdm
+    """Collect ``config.episodes`` demonstrations into ``out`` (resuming what is there).
 
-    from ecot.data.lerobot import LeRobotWriter
-
+    Holds ``out``'s lock while writing: a second collection into the same directory fails at once.
+    """
     if config is None:
         config = CollectConfig(**overrides)
     elif overrides:
         config = CollectConfig(**{**asdict(config), **overrides})
     out = Path(out)
+    with locked_dir(out, "ecot sim collect"):  # one writer per dataset directory
+        return _collect_locked(out, config, progress)
+
+
+def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from ecot.data.lerobot import LeRobotWriter
+
     meta_path = out / COLLECT_META
     if meta_path.exists():
         previous = json.loads(meta_path.read_text())
+        previous.setdefault("video", False)  # collections made before --video existed
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
-            raise ValueError(f"{out} was collected with different settings (existing, requested): {diff}; "
+            raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "
                              "use another output directory or the same settings to resume")
-    writer = LeRobotWriter(out, fps=5, dataset_name=config.dataset_name)
+    writer = LeRobotWriter(out, fps=5, dataset_name=config.dataset_name, video=config.video)
     meta_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp = unique_temp(meta_path)
     tmp.write_text(json.dumps(config.identity(), indent=2))
     os.replace(tmp, meta_path)
     start = len(writer)
@@ -176,7 +197,7 @@ def collect(out: str | Path, config: CollectConfig | None = None, progress: bool
 
             ensure_gl_backend()  # probe once here; the workers inherit MUJOCO_GL
             pool = mp.get_context("spawn").Pool(config.workers, initializer=_worker_init,
-                                                initargs=(config.image_size, config.max_steps))
+                                                initargs=(config.image_size, config.max_steps, os.getpid()))
             results = pool.imap(_collect_one, jobs)  # ordered: episodes are written in index order
         try:
             for episode, pngs in results:

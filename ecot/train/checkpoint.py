@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ecot.io import write_dir_atomically
+
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
@@ -65,27 +67,7 @@ def save_model_dir(cls: type, config: Any, state_dict: dict[str, torch.Tensor], 
 
 def write_atomically(dest: Path, fill) -> Path:
     """Call ``fill(tmp_dir)`` then rename ``tmp_dir`` to ``dest`` (replacing an old ``dest``)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{dest.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if dest.exists():
-        old = dest.parent / f".old-{dest.name}"
-        if old.exists():
-            shutil.rmtree(old)
-        dest.rename(old)
-        tmp.rename(dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(dest)
-    return dest
+    return write_dir_atomically(dest, fill)
 
 
 def prune(run_dir: str | Path, keep_last: int) -> None:

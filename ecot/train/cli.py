@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--features", default=None, help="embodied-features file, or the `ecot annotate` output directory")
     g.add_argument("--tokenizer", default=None, help="tokenizer directory (needed by 7B presets)")
     g.add_argument("--eval-episodes", type=int, default=None, help="held-out episodes, the last ones (default 10%%)")
+    g.add_argument("--allow-partial-reasoning", action="store_true",
+                   help="train even if the features miss some training episodes (they train without reasoning; "
+                        "the coverage is logged in metrics.jsonl)")
+    g.add_argument("--force-new", action="store_true",
+                   help="start a new run; OUT must be new or empty (a run resumes only with its own options)")
 
     s = p.add_argument_group("samples")
     s.add_argument("--loss-mask", default=None, choices=["whole", "reasoning+action", "action"],
@@ -69,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--log-every", type=int, default=10)
     r.add_argument("--eval-every", type=int, default=0, help="evaluate on held-out episodes every N steps (0: at the end)")
     r.add_argument("--eval-batches", type=int, default=0, help="limit evaluation to N batches (0: all)")
-    r.add_argument("--no-resume", action="store_true", help="start over even if OUT holds checkpoints")
+    r.add_argument("--no-resume", action="store_true", help=argparse.SUPPRESS)  # old name of --force-new
     r.add_argument("--no-tensorboard", action="store_true")
     r.add_argument("--wandb-project", default=None, help="also log to Weights & Biases (needs wandb)")
     r.add_argument("--no-progress", action="store_true")
@@ -79,9 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_config_from_args(args: argparse.Namespace):
     from ecot.model.config import PRESETS
     from ecot.train.lora import LoraSettings
-    from ecot.train.recipes import RunConfig
+    from ecot.train.recipes import RunConfig, check_model_source
     from ecot.train.trainer import TrainConfig
 
+    check_model_source(args.model)
     lr = args.lr
     if lr is None:
         lr = TINY_LR if args.model.startswith("tiny") and args.model in PRESETS else FINETUNE_LR
@@ -111,7 +117,7 @@ def run_config_from_args(args: argparse.Namespace):
         log_every=args.log_every,
         eval_every=args.eval_every,
         eval_batches=args.eval_batches,
-        resume=not args.no_resume,
+        resume=True,
         tensorboard=not args.no_tensorboard,
         wandb_project=args.wandb_project,
         progress=not args.no_progress,
@@ -130,20 +136,43 @@ def run_config_from_args(args: argparse.Namespace):
         pretrain_fraction=args.pretrain_fraction,
         augment=args.augment,
         eval_episodes=args.eval_episodes,
+        allow_partial_reasoning=args.allow_partial_reasoning,
         train=train,
     )
 
 
 def _train(args: argparse.Namespace) -> int:
+    import contextlib
     import json
+    import os
+    import sys
 
-    from ecot.train.recipes import build_run
-    from ecot.train.trainer import Trainer
+    from ecot.errors import check_device
+    from ecot.runlock import locked_dir
+    from ecot.train.runstate import inspect_run_dir, prepare_run_dir
 
+    # Everything is validated before anything is written or computed.
+    check_device(args.device)
     run = run_config_from_args(args)
-    model, processor, train_data, eval_data, action_stats = build_run(run)
-    trainer = Trainer(run.train, model, processor, train_data, eval_data=eval_data, action_stats=action_stats)
-    result = trainer.fit()
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with locked_dir(run.out, "ecot train") if main_rank else contextlib.nullcontext():
+        state = inspect_run_dir(run, force_new=args.force_new or args.no_resume)
+        if state.finished:
+            if main_rank:
+                print(f"{run.out} is already finished (step {state.step} of {state.max_steps}): nothing to do; "
+                      "pass a larger --max-steps to train further", file=sys.stderr)
+            return 0
+
+        from ecot.train.recipes import build_run
+        from ecot.train.trainer import Trainer
+
+        model, processor, train_data, eval_data, action_stats = build_run(run)
+        if main_rank:
+            prepare_run_dir(run, state)
+            if state.step:
+                print(f"resumed from step {state.step} of {state.max_steps}", file=sys.stderr)
+        trainer = Trainer(run.train, model, processor, train_data, eval_data=eval_data, action_stats=action_stats)
+        result = trainer.fit()
     if trainer.info.is_main:
         print(json.dumps({"run_dir": str(run.out), "final": str(run.out) + "/final", **result}, indent=2))
     return 0

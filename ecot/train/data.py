@@ -14,7 +14,6 @@ offset on Bridge-transformed episodes (FORMATS.md §8). For our own datasets bot
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -24,6 +23,8 @@ from PIL import Image
 
 from ecot.actions import ActionTokenizer, DatasetStats
 from ecot.data.bridge import JOIN_MODES, RAW_OFFSET_KEY, reasoning_step
+from ecot.data.source import EpisodeSource, Step
+from ecot.io import LRUCache
 from ecot.reasoning import pairs_text, reasoning_dropout, split_pairs
 from ecot.train.augment import AugmentConfig, augment_image
 from ecot.train.samples import build_text_sample, check_loss_mask
@@ -65,78 +66,47 @@ def apply_dropout(text: str, config: SampleConfig, rng: np.random.Generator, pos
     return text
 
 
-@dataclass
-class Step:
-    """What a training sample needs of one dataset frame."""
-
-    image: np.ndarray  # [H, W, 3] uint8
-    action: np.ndarray  # [7] unnormalized
-    instruction: str
-    file_path: str
-    episode_id: str
-    frame_index: int
-    raw_step_offset: int = 0  # raw step of frame 0 (1 after the Bridge transform dropped a step)
-
-
 class EpisodeSteps:
     """The (episode, frame) pairs of a dataset, read one frame at a time.
 
-    ``episodes`` is a dataset from :func:`ecot.data.open_dataset` (frames read with its cheap
-    ``step(i, t)``) or any indexable of :class:`ecot.data.episode.Episode` (kept in a small cache).
+    ``episodes`` is an :class:`ecot.data.source.EpisodeSource` (frames read with its cheap
+    ``step(i, t)``, typed :class:`~ecot.data.source.Step`) or any indexable of
+    :class:`ecot.data.episode.Episode` (kept in a small cache).
     """
 
     def __init__(self, episodes: Any, episode_indices: Sequence[int] | None = None, cache_size: int = 8):
         self.episodes = episodes
-        self.per_step = hasattr(episodes, "step") and hasattr(episodes, "episode_length")
+        self.per_step = isinstance(episodes, EpisodeSource)
         indices = range(len(episodes)) if episode_indices is None else episode_indices
         self.steps: list[tuple[int, int]] = []
-        self._cache: OrderedDict[int, Any] = OrderedDict()
+        self._cache: LRUCache[int, Any] = LRUCache(cache_size)
         self.cache_size = cache_size
         for e in indices:
             length = self.episodes.episode_length(int(e)) if self.per_step else len(self.episode(int(e)))
             self.steps.extend((int(e), t) for t in range(length))
 
     def episode(self, e: int) -> Any:
-        if e in self._cache:
-            self._cache.move_to_end(e)
-            return self._cache[e]
-        ep = self.episodes[e]
-        self._cache[e] = ep
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return ep
+        return self._cache.get(e, lambda: self.episodes[e])
 
     def get(self, index: int) -> Step:
         e, t = self.steps[index]
         if self.per_step:
-            row = self.episodes.step(e, t)
-            return Step(
-                image=row["image"],
-                action=np.asarray(row["action"], dtype=np.float64),
-                instruction=row["instruction"],
-                file_path=str(row.get("file_path", "")),
-                episode_id=str(row.get("episode_id", "")),
-                frame_index=t,
-                raw_step_offset=int(row.get(RAW_OFFSET_KEY, 0)),
-            )
+            return self.episodes.step(e, t)
         ep = self.episode(e)
         return Step(
             image=ep.images[t],
-            action=np.asarray(ep.actions[t], dtype=np.float64),
+            state=ep.states[t],
+            action=ep.actions[t],
             instruction=ep.instruction,
+            episode_index=e,
+            frame_index=t,
             file_path=ep.file_path,
             episode_id=ep.episode_id,
-            frame_index=t,
             raw_step_offset=int(ep.metadata.get(RAW_OFFSET_KEY, 0)),
         )
 
     def __len__(self) -> int:
         return len(self.steps)
-
-    def __getstate__(self) -> dict:  # DataLoader workers get an empty cache
-        state = dict(self.__dict__)
-        state["_cache"] = OrderedDict()
-        return state
 
 
 def lookup_reasoning(reasoning: Any, step: Step, join: str) -> str:
@@ -180,7 +150,7 @@ class StepDataset(torch.utils.data.Dataset):
         step = self.steps.get(index)
         rng = np.random.default_rng(seed)
         reasoning = apply_dropout(self.reasoning_text(step), self.config, rng, position)
-        action = step.action
+        action = np.asarray(step.action, dtype=np.float64)
         sample = build_text_sample(
             self.tokenizer,
             self.action_tokenizer,

@@ -51,16 +51,41 @@ class RunConfig:
     augment: bool = False
     eval_episodes: int | None = None  # held-out episodes (the last ones); None: 10 %, at least 1 when possible
     tokenizer_vocab: int | None = None  # tiny presets: base vocabulary (default: the preset's pad_token_id)
+    allow_partial_reasoning: bool = False  # train even when the features miss some training episodes
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        from ecot.errors import UsageError
+
         if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; expected one of {RECIPES}")
+            raise UsageError(f"unknown recipe {self.recipe!r}; expected one of {RECIPES}")
         if self.loss_mask is not None and self.loss_mask not in LOSS_MASKS:
-            raise ValueError(f"unknown loss mask {self.loss_mask!r}; expected one of {sorted(LOSS_MASKS)}")
+            raise UsageError(f"unknown loss mask {self.loss_mask!r}; expected one of {sorted(LOSS_MASKS)}")
         if not 0.0 < self.pretrain_fraction <= 1.0:
-            raise ValueError(f"pretrain_fraction must be in (0, 1], got {self.pretrain_fraction}")
+            raise UsageError(f"pretrain_fraction must be in (0, 1], got {self.pretrain_fraction}")
+        for name in ("tag_dropout", "reasoning_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise UsageError(f"{name} must be a probability in [0, 1], got {value}")
+        if self.eval_episodes is not None and self.eval_episodes < 0:
+            raise UsageError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
         self.train.out_dir = self.out
+
+
+def check_model_source(model: str, option: str = "--model") -> None:
+    """Refuse (usage error, before any work) a model that is neither a preset nor a checkpoint directory.
+
+    Used by ``ecot train`` and meant for every command that takes a model (the demo included)."""
+    from ecot.errors import UsageError
+    from ecot.model.config import PRESETS
+
+    source = Path(model)
+    if model in PRESETS or source.is_dir():
+        if source.is_dir() and model not in PRESETS and not (source / "config.json").is_file():
+            raise UsageError(f"{option} {model}: the directory holds no config.json; expected a checkpoint "
+                             f"directory (`ecot model init`, a run's final/) or a preset ({', '.join(sorted(PRESETS))})")
+        return
+    raise UsageError(f"{option} {model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a checkpoint directory")
 
 
 def sample_config(run: RunConfig) -> SampleConfig:
@@ -105,7 +130,9 @@ def split_episodes(n: int, eval_episodes: int | None) -> tuple[list[int], list[i
         raise ValueError("the dataset has no episodes")
     k = (max(1, n // 10) if n >= 2 else 0) if eval_episodes is None else eval_episodes
     if not 0 <= k < n:
-        raise ValueError(f"cannot hold out {k} of {n} episodes: at least one must remain for training")
+        from ecot.errors import UsageError
+
+        raise UsageError(f"cannot hold out {k} of {n} episodes (--eval-episodes): at least one must remain for training")
     return list(range(n - k)), list(range(n - k, n))
 
 
@@ -184,6 +211,18 @@ def build_run(run: RunConfig):
         raise ValueError(f"{features} holds no reasoning entries")
 
     train_eps, eval_eps = split_episodes(len(dataset), run.eval_episodes)
+    coverage = None
+    if reasoning is not None:
+        # Provenance: refuse a stale features file, and features missing training episodes (unless allowed).
+        from ecot.provenance import check_reasoning
+
+        coverage = check_reasoning(dataset, reasoning, features, train_eps, run.allow_partial_reasoning)
+        coverage["allow_partial"] = run.allow_partial_reasoning
+        if coverage["covered"] < coverage["episodes"]:
+            import sys
+
+            print(f"warning: --allow-partial-reasoning: {coverage['covered']} of {coverage['episodes']} training "
+                  f"episodes have reasoning ({coverage['coverage']:.0%}); the others train without it", file=sys.stderr)
     train_steps = EpisodeSteps(dataset, train_eps)
     eval_steps = EpisodeSteps(dataset, eval_eps) if eval_eps else None
 
@@ -203,6 +242,7 @@ def build_run(run: RunConfig):
 
     samples = sample_config(run)
     train_data = StepDataset(train_steps, reasoning, processor, stats, samples, dataset_key)
+    train_data.reasoning_coverage = coverage  # logged in metrics.jsonl by the trainer
     eval_data = None
     if eval_steps is not None:
         held_out = SampleConfig(loss_mask=samples.loss_mask, join=samples.join)  # no dropout, no augmentation

@@ -84,15 +84,38 @@ class TrainConfig:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {PRECISIONS}")
         if self.strategy not in dist_utils.STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {dist_utils.STRATEGIES}")
-        for name in ("max_steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        from ecot.errors import UsageError
+
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("num_workers", "save_every", "keep_last", "eval_every", "eval_batches", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise UsageError(f"{name} must be an integer >= 0, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"lr must be a positive number, got {self.lr!r}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise UsageError("weight_decay and max_grad_norm must be >= 0 and min_lr_ratio in [0, 1], got "
+                             f"{self.weight_decay}, {self.max_grad_norm}, {self.min_lr_ratio}")
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _last_logged(path: Path) -> dict[str, float]:
+    """The newest train/ and eval/ values in ``metrics.jsonl``."""
+    last: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            row.pop("step", None)
+            last.update({k: v for k, v in row.items() if k.startswith(("train/", "eval/"))})
+    return last
 
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
@@ -280,6 +303,18 @@ class Trainer:
         loggers = _Loggers(cfg, self.out_dir, self.info.is_main)
         last: dict[str, float] = {}
         try:
+            if self.resume_from is not None and self.step >= cfg.max_steps:
+                # Killed after the last checkpoint (its evaluation is logged already): only export.
+                if self.info.is_main:
+                    ckpt.copy_model_files(self.resume_from, self.out_dir / "final")
+                    last = _last_logged(self.out_dir / "metrics.jsonl")
+                dist_utils.barrier(self.info)
+                return last
+            coverage = getattr(self.train_data, "reasoning_coverage", None)
+            if coverage is not None and self.step == 0:  # how much reasoning the run trains with
+                loggers.log(0, {"data/reasoning_coverage": float(coverage["coverage"]),
+                                "data/reasoning_steps": float(coverage["steps_with_reasoning"]),
+                                "data/allow_partial_reasoning": float(bool(coverage.get("allow_partial")))})
             last = self._loop(loggers)
             if self.eval_data is not None:
                 last.update(self.evaluate(loggers))

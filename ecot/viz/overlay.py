@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ecot.io import atomic_path
 from ecot.reasoning import Reasoning
 
 PALETTE = [(230, 57, 70), (42, 157, 143), (233, 196, 106), (69, 123, 157), (244, 162, 97), (131, 56, 236)]
@@ -124,8 +125,6 @@ def save_gif(frames: Sequence[np.ndarray], path: str | Path, fps: float = 5.0) -
         canvas.paste(Image.fromarray(f), (0, 0))
         images.append(canvas)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path

@@ -52,7 +52,8 @@ def test_cli_annotates_every_step(sim_dataset, tmp_path, capsys):
 def test_cli_reports_bad_input(tmp_path, capsys):
     from ecot.cli import main
 
-    assert main(["annotate", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    # A missing input is a failure (exit 1); an invalid option a usage error (exit 2).
+    assert main(["annotate", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert main(["annotate", str(tmp_path), "--out", str(tmp_path / "o"), "--shard", "3/2"]) == 2
     assert "--shard" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""LeRobot v2.1 layout: exact on-disk facts (LEROBOT_LAYOUT.md), round trip, random access, errors."""
+"""LeRobot v2.1 layout (written with version="v2.1"): exact on-disk facts, round trip, random access, errors."""
 
 import io
 import json
@@ -42,7 +42,7 @@ def written(tmp_path):
     rng = np.random.default_rng(0)
     eps = [make_episode(rng, t, idx=i, instruction=ins) for i, (t, ins) in
            enumerate([(5, "put a in b"), (3, "stack c on d"), (4, "put a in b")])]
-    with LeRobotWriter(tmp_path / "ds", fps=5, dataset_name="toy") as w:
+    with LeRobotWriter(tmp_path / "ds", fps=5, dataset_name="toy", version="v2.1") as w:
         for ep in eps:
             w.add_episode(ep)
     return tmp_path / "ds", eps
@@ -78,10 +78,11 @@ def test_step_random_access_matches_episode(written):
     for i, t in [(0, 0), (0, 4), (1, 2), (2, 1), (2, -1)]:
         step = ds.step(i, t)
         tt = t % len(eps[i])
-        np.testing.assert_array_equal(step["image"], eps[i].images[tt])
-        np.testing.assert_array_equal(step["state"], eps[i].states[tt])
-        np.testing.assert_array_equal(step["action"], eps[i].actions[tt])
-        assert step["instruction"] == eps[i].instruction and step["episode_id"] == str(i)
+        np.testing.assert_array_equal(step.image, eps[i].images[tt])
+        np.testing.assert_array_equal(step.state, eps[i].states[tt])
+        np.testing.assert_array_equal(step.action, eps[i].actions[tt])
+        assert step.instruction == eps[i].instruction and step.episode_id == str(i)
+        assert step.frame_index == tt and step.episode_index == i and step.timestamp == pytest.approx(tt / 5)
     with pytest.raises(IndexError, match="step 5 out of range"):
         ds.step(0, 5)
     with pytest.raises(IndexError, match="out of range"):
@@ -131,7 +132,7 @@ def test_layout_facts(written):
 
 def test_dataset_without_ground_truth_or_ecot_meta(tmp_path):
     rng = np.random.default_rng(1)
-    with LeRobotWriter(tmp_path / "plain", dataset_name="plain") as w:
+    with LeRobotWriter(tmp_path / "plain", dataset_name="plain", version="v2.1") as w:
         w.add_episode(make_episode(rng, 3, with_gt=False))
     (tmp_path / "plain/meta/ecot_episodes.jsonl").unlink()
     (tmp_path / "plain/meta/ecot_norm_stats.json").unlink()
@@ -144,7 +145,7 @@ def test_dataset_without_ground_truth_or_ecot_meta(tmp_path):
 
 def test_writer_rejects_mismatched_episodes(tmp_path):
     rng = np.random.default_rng(2)
-    with LeRobotWriter(tmp_path / "ds") as w:
+    with LeRobotWriter(tmp_path / "ds", version="v2.1") as w:
         w.add_episode(make_episode(rng, 3))
         with pytest.raises(ValueError, match="do not match"):
             w.add_episode(make_episode(rng, 3, size=8))
@@ -154,10 +155,15 @@ def test_clear_errors_for_non_datasets(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_dataset(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="neither a LeRobot-layout dataset"):
+    with pytest.raises(ValueError, match="neither a LeRobot dataset"):
         open_dataset(tmp_path / "empty")
     (tmp_path / "half/meta").mkdir(parents=True)
     (tmp_path / "half/meta/info.json").write_text("{}")
+    with pytest.raises(ValueError, match="lacks 'features' or 'fps'"):
+        open_dataset(tmp_path / "half")
+    (tmp_path / "half/meta/info.json").write_text(json.dumps(
+        {"codebase_version": "v2.1", "fps": 5, "features": {"observation.image": {"dtype": "image", "shape": [8, 8, 3]},
+                                                             "action": {"dtype": "float32", "shape": [7]}}}))
     with pytest.raises(FileNotFoundError, match="meta/episodes.jsonl is missing"):
         open_dataset(tmp_path / "half")
 
@@ -168,5 +174,5 @@ def test_truncated_parquet_is_reported(written):
     path.write_bytes(path.read_bytes()[:100])
     ds = open_dataset(root)
     ds[0]
-    with pytest.raises((OSError, ValueError)):  # pyarrow.ArrowInvalid is a ValueError
+    with pytest.raises(ValueError, match="episode_000001.parquet.*corrupt or truncated"):
         ds[1]

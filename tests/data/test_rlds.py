@@ -229,9 +229,9 @@ def test_rlds_reader_yields_the_episode_schema(rlds_dir):
         assert got.file_path == ep.file_path and got.episode_id == ep.episode_id
         assert ds.episode_length(i) == len(ep)
         step = ds.step(i, 2)
-        np.testing.assert_array_equal(step["image"], ep.images[2])
-        np.testing.assert_array_equal(step["action"], ep.actions[2])
-        assert step["file_path"] == ep.file_path
+        np.testing.assert_array_equal(step.image, ep.images[2])
+        np.testing.assert_array_equal(step.action, ep.actions[2])
+        assert step.file_path == ep.file_path
     stats = ds.norm_stats
     assert stats.keys() == ["bridge_orig"]
     assert list(stats["bridge_orig"].action.effective_mask) == [True] * 6 + [False]
@@ -264,8 +264,8 @@ def test_rlds_bridge_transform_option(rlds_dir):
         np.testing.assert_array_equal(got.images, want.images)
         np.testing.assert_allclose(got.actions, want.actions, atol=1e-7)
         assert ds.episode_length(i) == len(ep) - 2
-        np.testing.assert_allclose(ds.step(i, 0)["action"], want.actions[0], atol=1e-7)
-        assert ds.step(i, 0)["raw_step_offset"] == 1 and got.metadata["raw_step_offset"] == 1
+        np.testing.assert_allclose(ds.step(i, 0).action, want.actions[0], atol=1e-7)
+        assert ds.step(i, 0).raw_step_offset == 1 and got.metadata["raw_step_offset"] == 1
 
 
 def test_rlds_jpeg_images_and_errors(tmp_path):

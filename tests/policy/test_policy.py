@@ -20,9 +20,13 @@ def trained(trained_checkpoint):
     return VLA.from_pretrained(trained_checkpoint, progress=False)
 
 
-def _random_model(trained, seed: int) -> VLA:
+def _random_model(trained, seed: int, layers: int | None = None) -> VLA:
     torch.manual_seed(seed)
-    model = VLA(VLAConfig.preset("tiny-siglip", norm_stats=NORM_STATS)).eval()
+    config = VLAConfig.preset("tiny-siglip", norm_stats=NORM_STATS)
+    if layers is not None:  # a cheaper random model for the many-steps test
+        config = VLAConfig.preset("tiny-siglip", norm_stats=NORM_STATS,
+                                  text_config={**config.text_config, "num_hidden_layers": layers})
+    model = VLA(config).eval()
     model.processor = trained.processor
     return model
 
@@ -186,7 +190,7 @@ def test_random_weights_always_yield_parseable_reasoning_and_a_valid_action(trai
     rng = np.random.default_rng(0)
     steps = 0
     for seed in range(5):
-        model = _random_model(trained, 100 + seed)
+        model = _random_model(trained, 100 + seed, layers=1)
         budgets = {tag: int(rng.integers(2, 9)) for tag in REASONING_TAGS}
         policy = ECoTPolicy(model, budgets=budgets, max_objects=3, max_points=4)
         for _ in range(5):

@@ -61,24 +61,41 @@ def test_resume_adds_only_missing_episodes_and_is_reproducible(dataset, tmp_path
         collect(out, CollectConfig(task="stack", episodes=5, image_size=64), progress=False)
 
 
-def test_interrupted_collection_is_invisible_then_resumed(dataset, tmp_path):
+def test_interrupted_collection_is_invisible_then_resumed(dataset, tmp_path, monkeypatch):
+    from ecot.data.lerobot_v3 import STAGING, LeRobotV3Writer
+
     out = tmp_path / "ds"
     collect(out, CollectConfig(task="push", episodes=2, image_size=64), progress=False)
-    # Simulate a crash: a finished episode whose meta was never written, and a half-written temp file.
-    meta = out / "meta"
-    saved = {p.name: p.read_text() for p in meta.iterdir()}
-    collect(out, CollectConfig(task="push", episodes=3, image_size=64), progress=False)
-    for name, text in saved.items():
-        (meta / name).write_text(text)
-    (out / "data/chunk-000/.episode_000003.parquet.tmp123").write_bytes(b"PAR1 half")
-    assert len(open_dataset(out)) == 2  # readers see only listed episodes
+    # Simulate a kill after episode 2 was staged but before its data file and meta were written.
+    with monkeypatch.context() as m:
+        m.setattr(LeRobotV3Writer, "close", lambda self: None)
+        m.setattr(LeRobotV3Writer, "flush", lambda self: None)
+        collect(out, CollectConfig(task="push", episodes=3, image_size=64), progress=False)
+    (out / STAGING / ".episode_000003.parquet.tmp123").write_bytes(b"PAR1 half")
+    assert (out / STAGING / "episode_000002.parquet").exists()
+    assert len(open_dataset(out)) == 2  # readers see only finished files listed in meta
     summary = collect(out, CollectConfig(task="push", episodes=4, image_size=64), progress=False)
-    assert summary["new_episodes"] == 1  # episode 2 was recovered from its own parquet file
+    assert summary["new_episodes"] == 1  # episode 2 was recovered from the staging area
     ds = open_dataset(out)
     assert len(ds) == 4 and [ds[i].metadata["episode_id"] for i in range(4)] == ["0", "1", "2", "3"]
-    assert not list(out.glob("data/chunk-000/.*tmp*"))
-    index = [json.loads(line)["episode_index"] for line in (meta / "episodes.jsonl").read_text().splitlines()]
-    assert index == [0, 1, 2, 3]
+    assert not (out / STAGING).exists()
+    assert sorted(p.name for p in (out / "data/chunk-000").iterdir()) == ["file-000.parquet", "file-001.parquet"]
+    assert [ds.episode_path(i).name for i in range(4)] == ["file-000.parquet"] * 2 + ["file-001.parquet"] * 2
+
+
+def test_video_collection_matches_image_collection(dataset, tmp_path):
+    out = tmp_path / "vid"
+    collect(out, CollectConfig(task="pick_place", episodes=1, image_size=64, video=True), progress=False)
+    info = json.loads((out / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["features"]["observation.image"]["dtype"] == "video"
+    assert (out / "videos/observation.image/chunk-000/file-000.mp4").exists()
+    a, b = open_dataset(out)[0], open_dataset(dataset)[0]  # same family and seed
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.ground_truth.object_boxes, b.ground_truth.object_boxes)
+    diff = np.abs(a.images.astype(np.float64) - b.images.astype(np.float64)).mean()
+    assert 0 < diff < 4.0, diff  # lossy AV1 (crf 30), close to the PNG frames
+    with pytest.raises(ValueError, match="different settings.*video"):
+        collect(out, CollectConfig(task="pick_place", episodes=2, image_size=64, video=False), progress=False)
 
 
 def test_cli_collect_and_render_gif(tmp_path, capsys):
@@ -96,5 +113,6 @@ def test_cli_collect_and_render_gif(tmp_path, capsys):
         assert im.n_frames == len(ds[0])
         assert im.size == (96, 96)
     assert main(["sim", "render", str(out), "--episode", "5", "--out", str(gif)]) == 2
-    assert "out of range" in capsys.readouterr().out
+    assert "ecot: error: --episode 5 is out of range" in capsys.readouterr().err  # usage error: exit 2, one line
     assert main(["sim", "collect", "--task", "juggle", "--episodes", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "unknown task family 'juggle'" in capsys.readouterr().err and not (tmp_path / "x").exists()

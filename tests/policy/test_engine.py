@@ -1,0 +1,93 @@
+"""Our decode engine equals transformers: greedy ids vs ``generate``, static-shape and compiled steps vs eager."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ecot.model import VLA, VLAConfig
+from ecot.policy import ECoTPolicy
+from ecot.policy.decoder import DecodeRequest, ECoTDecoder
+from ecot.prompts import conditioning_prompt, inference_prompt
+
+from tiny_policy import NORM_STATS, SCENES, scene_image
+
+
+@pytest.fixture(scope="module")
+def trained(trained_checkpoint):
+    return VLA.from_pretrained(trained_checkpoint, progress=False)
+
+
+@pytest.fixture(scope="module", params=["tiny-siglip", "tiny-dinosiglip"])
+def random_model(request, trained):
+    torch.manual_seed(1)
+    model = VLA(VLAConfig.preset(request.param, norm_stats=NORM_STATS)).eval()
+    from ecot.model import VLAProcessor
+
+    model.processor = VLAProcessor(model.config, trained.processor.tokenizer)
+    return model
+
+
+def _generate(model, instruction: str, image, n: int) -> list[int]:
+    proc = model.processor
+    ids = proc.encode_prompt(inference_prompt(instruction, proc.prompt_style))
+    pixels = proc.image_transform(image).unsqueeze(0)
+    return model.generate(ids, pixels, max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None,
+                          pad_token_id=proc.tokenizer.pad_token_id)[0].tolist()
+
+
+def test_free_decoding_equals_transformers_generate(random_model):
+    """Greedy ids of our loop (own KV cache, fused projections, own attention) == generate's, per sequence and batched."""
+    proc = random_model.processor
+    decoder = ECoTDecoder(random_model, proc, grammar=False, max_free_tokens=30, ignore_eos=True)
+    instructions = ["put the red block in the bowl", "go", "push the blue ball to the left side of the big table please"]
+    images = [scene_image(i, size=96 + 16 * i) for i in range(3)]
+    requests = [DecodeRequest(conditioning_prompt(ins, proc.prompt_style), proc.image_transform(im), 0)
+                for ins, im in zip(instructions, images)]
+    batched = decoder.decode(requests)
+    for request, result, ins, im in zip(requests, batched, instructions, images):
+        expected = _generate(random_model, ins, im, 30)
+        assert decoder.decode([request])[0].free_ids == expected
+        assert result.free_ids == expected
+
+
+def test_static_shape_step_equals_the_eager_step(trained):
+    """The static-cache step that torch.compile / CUDA graphs replay gives the eager ids."""
+    eager, static = ECoTPolicy(trained), ECoTPolicy(trained, compile="none")
+    for i, scene in enumerate(SCENES):
+        a = eager.step(scene_image(i, noise_seed=4), scene["instruction"])
+        b = static.step(scene_image(i, noise_seed=4), scene["instruction"])
+        assert a.text == b.text and a.action_ids == b.action_ids
+
+
+@pytest.mark.slow
+def test_compiled_decode_equals_eager_greedy_ids(trained):
+    """torch.compile (inductor) of the decode step: same greedy ids (slow: compiles C++ kernels)."""
+    eager, compiled = ECoTPolicy(trained), ECoTPolicy(trained, compile=True)
+    scene = SCENES[2]
+    a = eager.step(scene_image(2), scene["instruction"])
+    b = compiled.step(scene_image(2), scene["instruction"])
+    assert a.text == b.text and a.action_ids == b.action_ids
+
+
+def test_policy_bench_command(trained_checkpoint, tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "ecot", "policy", "bench", str(trained_checkpoint), "--steps", "2", "--out", str(out),
+           "--modes", "full,reuse,no-reasoning"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    modes = report["modes"]
+    assert set(modes) == {"predict_action", "full", "reuse", "no-reasoning"}
+    assert modes["no-reasoning"]["tokens_decoded_per_step"] == 7
+    assert modes["reuse"]["tokens_decoded_per_step"] < modes["full"]["tokens_decoded_per_step"]
+    assert all(m["steps"] == 2 and m["mean_ms"] > 0 for m in modes.values())
+    assert "no-reasoning" in done.stdout and "speedup" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "ecot", "policy", "bench", str(trained_checkpoint), "--modes", "fast"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown mode" in bad.stderr and "Traceback" not in bad.stderr
