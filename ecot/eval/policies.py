@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ecot.errors import UsageError
 from ecot.reasoning import Reasoning
 
 BUILTIN = ("expert", "oracle", "random")
@@ -154,7 +155,7 @@ def parse_ws(spec: str) -> tuple[str, int]:
     rest = spec[len("ws://"):] if spec.startswith("ws://") else None
     host, _, port = (rest or "").rpartition(":")
     if not rest or not host or not port.isdigit():
-        raise ValueError(f"remote policy must look like ws://HOST:PORT, got {spec!r}")
+        raise UsageError(f"remote policy must look like ws://HOST:PORT, got {spec!r}")
     return host, int(port)
 
 
@@ -216,16 +217,16 @@ def make_policy(spec: str, mode: str = "full", reuse_steps: int = 5, device: str
     from pathlib import Path
 
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+        raise UsageError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     if spec in BUILTIN:
         return {"expert": ExpertPolicy, "oracle": OraclePolicy, "random": RandomPolicy}[spec]()
     if spec.startswith("ws://"):
         if mode != "full":
-            raise ValueError("--mode applies to local checkpoints; a served policy reasons as `ecot serve --mode` says")
+            raise UsageError("--mode applies to local checkpoints; a served policy reasons as `ecot serve --mode` says")
         return RemotePolicy(spec, api_key=api_key, unnorm_key=unnorm_key)
     path = Path(spec)
     if not path.is_dir() or not (path / "config.json").exists():
-        raise ValueError(f"--policy {spec!r} is neither {', '.join(BUILTIN)}, ws://HOST:PORT, "
+        raise UsageError(f"--policy {spec!r} is neither {', '.join(BUILTIN)}, ws://HOST:PORT, "
                          "nor a checkpoint directory (with config.json)")
     return CheckpointPolicy(str(path), mode=mode, reuse_steps=reuse_steps, device=device, unnorm_key=unnorm_key)
 
@@ -241,7 +242,7 @@ def validate_spec(spec: str) -> None:
         return
     path = Path(spec)
     if not path.is_dir() or not (path / "config.json").exists():
-        raise ValueError(f"--policy {spec!r} is neither {', '.join(BUILTIN)}, ws://HOST:PORT, "
+        raise UsageError(f"--policy {spec!r} is neither {', '.join(BUILTIN)}, ws://HOST:PORT, "
                          "nor a checkpoint directory (with config.json)")
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ecot.eval import faithfulness as faith
 from ecot.eval.policies import MODES, EvalPolicy, StepOutput, hold_action, make_policy, validate_spec
+from ecot.errors import UsageError
 from ecot.eval.results import RESULTS_NAME, EpisodeLog, aggregate, check_config, write_atomic
 from ecot.reasoning import Reasoning
 from ecot.sim.tasks import FAMILIES, SPLITS
@@ -54,21 +55,21 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.env != "sim":
-            raise ValueError(f"--env {self.env!r} is not supported by `ecot eval`; it evaluates in the built-in sim "
+            raise UsageError(f"--env {self.env!r} is not supported by `ecot eval`; it evaluates in the built-in sim "
                              "(LIBERO: python -m ecot.eval.libero, WidowX: python -m ecot.eval.widowx)")
         if self.task != "all" and self.task not in FAMILIES:
-            raise ValueError(f"unknown task family {self.task!r}; expected 'all' or one of {', '.join(FAMILIES)}")
+            raise UsageError(f"unknown task family {self.task!r}; expected 'all' or one of {', '.join(FAMILIES)}")
         if self.split not in SPLITS:
-            raise ValueError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
+            raise UsageError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+            raise UsageError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
         for name in ("episodes", "max_steps", "workers", "reuse_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {self.image_size}")
+            raise UsageError(f"image_size must be at least 16, got {self.image_size}")
         if self.gifs < 0:
-            raise ValueError(f"gifs must be >= 0, got {self.gifs}")
+            raise UsageError(f"gifs must be >= 0, got {self.gifs}")
         validate_spec(self.policy)
 
     @property
