@@ -26,6 +26,7 @@ STAGE_MODULES = [
     "ecot.model.cli",
     "ecot.train.cli",
     "ecot.policy.cli",
+    "ecot.serve.cli",
     "ecot.eval.cli",
     "ecot.demo",
 ]

@@ -42,7 +42,7 @@ def episode_record(dataset: Any, i: int) -> tuple[str, str, int]:
         return str(meta.get("file_path", "")), str(meta.get("episode_id", "")), int(dataset.episode_length(i))
     if hasattr(dataset, "episode_length") and hasattr(dataset, "step"):
         row = dataset.step(i, 0)
-        return str(row.get("file_path", "")), str(row.get("episode_id", "")), int(dataset.episode_length(i))
+        return str(row.file_path), str(row.episode_id), int(dataset.episode_length(i))
     ep = dataset[i]
     return str(ep.file_path), str(ep.episode_id), len(ep)
 

@@ -34,4 +34,8 @@ trap 'rm -f "$CONSTRAINTS"' EXIT
 grep -v '^torch==' constraints.txt > "$CONSTRAINTS" || true
 echo "torch==$TORCH_VERSION" >> "$CONSTRAINTS"
 "$PY" -m pip install -q -c "$CONSTRAINTS" -e ".[$EXTRAS]"
+# The serve tests drive the unmodified openpi-client (declares numpy<2 but runs on numpy 2: no deps).
+case ",$EXTRAS," in
+  *,test,*) "$PY" -m pip install -q -c "$CONSTRAINTS" --no-deps "openpi-client==0.1.2" ;;
+esac
 echo "ecot installed in $VENV (torch $TORCH_VERSION)"

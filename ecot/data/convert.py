@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ecot.data import detect_format, open_dataset
+from ecot.errors import UsageError
 from ecot.io import write_atomic
 
 CONVERT_META = "meta/ecot_convert.json"
@@ -39,7 +40,7 @@ def convert(src: str | Path, dst: str | Path, to: str = "lerobot-v3", video: boo
     if meta.exists():
         previous = json.loads(meta.read_text())
         if previous != settings:
-            raise ValueError(f"{dst} holds a conversion with other settings ({previous}); "
+            raise UsageError(f"{dst} holds a conversion with other settings ({previous}); "
                              "use the same arguments to resume, or another destination")
     elif (dst / "meta" / "info.json").exists():
         raise ValueError(f"{dst} already holds a dataset that is not a conversion of {src}; choose a new destination")

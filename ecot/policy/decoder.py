@@ -2,7 +2,7 @@
 
 Each sequence walks the ECoT fields in order. Inside a field the model chooses every token, among
 those the field's grammar (:mod:`ecot.policy.grammar`) allows; a field ends when the model's best
-allowed token is the first token of the next tag (or its token budget is spent), and then the
+allowed token is EOS or the first token of any later tag (or its token budget is spent), and then the
 *whole* next tag — plus any edited or reused field values after it — is written at once: the text
 is re-tokenized with the prompt, the cache is rolled back to where the new ids differ from the old
 ones and the new ids are prefilled in one forward pass. So the forced ids are exactly the ids the
@@ -80,7 +80,14 @@ class TokenTables:
         self.action_lo = int(action_tokenizer.first_id)
         self.action_hi = int(action_tokenizer.last_id) + 1
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.triggers = {tag: self._first_token_after_word(" " + tag) for tag in TAGS + [ACTION]}
+        first = {tag: self._first_token_after_word(" " + tag) for tag in TAGS + [ACTION]}
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        # Field f ends when the model's best allowed token starts any later tag or is EOS: the model
+        # is done with this field (the grammar still writes the *next* tag, so order is kept).
+        self.enders = [
+            torch.tensor(sorted({first[t] for t in (TAGS + [ACTION])[f + 1 :]} | set(eos)), device=device)
+            for f in range(len(TAGS))
+        ]
         # A dummy action (the middle bin), to find the ids before the action ids after "ACTION:".
         self.dummy_action_text = tokenizer.decode([self.action_lo + action_tokenizer.n_bins // 2] * 2)
 
@@ -243,12 +250,13 @@ class _Sequence:
         if g.must_end(self.state, closing):
             self._end_field()
             return
-        trigger = self.tables.triggers[_tag(self.field + 1)]
         accepting = g.accepting(self.state)
+        enders = self.tables.enders[self.field] if accepting else None
+        ender_set = set(enders.tolist()) if enders is not None else set()
         texts = self.tables.texts
         check_tags = g.kind in (FREE, OBJECTS)
-        for token in self._ranked(logits, g.structural(self.state), trigger if accepting else None):
-            if accepting and token == trigger:
+        for token in self._ranked(logits, g.structural(self.state), enders):
+            if token in ender_set:
                 self._end_field()
                 return
             piece = texts[token]
@@ -268,11 +276,11 @@ class _Sequence:
             return
         self._end_field(completion=g.completion(self.state))  # nothing allowed: close the structure
 
-    def _ranked(self, logits: torch.Tensor, structural: bool, trigger: int | None):
+    def _ranked(self, logits: torch.Tensor, structural: bool, enders: torch.Tensor | None):
         """Candidate ids, best first: a few from the top, then (rarely needed) all of them."""
         ids = self.tables.struct_ids if structural else self.tables.text_ids
-        if trigger is not None and structural:
-            ids = torch.cat([ids, torch.tensor([trigger], device=ids.device)])
+        if enders is not None:
+            ids = torch.cat([ids, enders])
         scores = logits[ids]
         seen = 0
         for k in (8, 64, len(ids)):

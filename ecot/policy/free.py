@@ -15,7 +15,6 @@ import torch
 from ecot.prompts import REASONING_START, inference_prompt
 from ecot.reasoning import Reasoning
 from ecot.model.vla import ACTION_TAG, ActionDecodeError, ActionPrediction
-from ecot.policy.observation import check_image
 
 
 @torch.no_grad()
@@ -30,7 +29,6 @@ def predict_action(
     **generate_kwargs: Any,
 ) -> ActionPrediction:
     """Reason about ``image`` and ``instruction``, then act: the seed's call, greedy by default."""
-    check_image(image)
     processor = processor if processor is not None else model.processor
     if processor is None:
         raise ValueError(

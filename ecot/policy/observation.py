@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-MIN_IMAGE_SIDE = 16  # smaller images carry no usable detail after resizing to the model's size
+from ecot.model.processor import MIN_IMAGE_SIDE
+
 MAX_IMAGE_SIDE = 8192
 
 
@@ -32,8 +33,8 @@ def check_image(image: Any) -> Any:
 
 
 def _check_size(h: int, w: int) -> None:
-    if min(h, w) < MIN_IMAGE_SIDE:
-        raise ValueError(f"image of {w}x{h} pixels is too small: each side must be at least {MIN_IMAGE_SIDE} pixels")
+    if min(h, w) < MIN_IMAGE_SIDE:  # the same rule and words as the processor's
+        raise ValueError(f"the image is {w}x{h} pixels; expected at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE}")
     if max(h, w) > MAX_IMAGE_SIDE:
         raise ValueError(f"image of {w}x{h} pixels is too large: each side must be at most {MAX_IMAGE_SIDE} pixels")
 

@@ -233,7 +233,7 @@ def test_data_info_cli(tmp_path, capsys):
     assert main(["data", "info", str(FIXTURES / "v21_image")]) == 0
     text = capsys.readouterr().out
     assert "lerobot-v2.1" in text and "stored_as=image" in text
-    assert main(["data", "info", str(tmp_path / "nope")]) == 2
+    assert main(["data", "info", str(tmp_path / "nope")]) == 1  # a missing input is a failure, not a usage error
     assert "does not exist" in capsys.readouterr().err
 
 

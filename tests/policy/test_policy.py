@@ -232,8 +232,8 @@ def test_batched_random_weights_equal_single(trained):
 def test_bad_observations_are_refused_with_clear_errors(trained):
     policy = ECoTPolicy(trained)
     cases = [
-        (np.zeros((0, 0, 3), np.uint8), "too small"),
-        (np.zeros((8, 40, 3), np.uint8), "at least 16"),
+        (np.zeros((0, 0, 3), np.uint8), "expected at least 16x16"),
+        (np.zeros((8, 40, 3), np.uint8), "40x8 pixels"),
         (np.zeros((32, 32, 3), np.float32), "uint8"),
         (np.zeros((32, 32), np.uint8), "HxWx3"),
         ("frame.png", "numpy array or a PIL image"),
@@ -251,5 +251,5 @@ def test_bad_observations_are_refused_with_clear_errors(trained):
         policy.step(scene_image(0), "go", unnorm_key="bridge_orig")
     with pytest.raises(ValueError, match="unknown policy mode"):
         PolicyConfig(mode="fast")
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="expected at least 16x16"):
         trained.predict_action(np.zeros((0, 0, 3), np.uint8), "go")
