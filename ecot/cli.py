@@ -27,6 +27,7 @@ STAGE_MODULES = [
     "ecot.train.cli",
     "ecot.policy.cli",
     "ecot.serve.cli",
+    "ecot.eval.cli",
     "ecot.demo",
 ]
 

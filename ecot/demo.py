@@ -3,11 +3,12 @@
 1. collect scripted demonstrations in the built-in MuJoCo tabletop (`ecot sim collect`);
 2. annotate them with embodied reasoning, offline (`ecot annotate`, template backend);
 3. train a tiny ECoT policy from scratch (`ecot train --recipe ecot --model tiny-siglip`);
-4. run the trained policy closed-loop in new scenes: at every step it writes its reasoning, then
-   acts; the reasoning is printed and drawn (boxes, gripper trail, text) into a GIF.
+4. evaluate the trained policy closed-loop in new scenes (`ecot eval`): at every step it writes
+   its reasoning, then acts; the reasoning is printed, scored against the sim's ground truth and
+   drawn (boxes, gripper trail, text) into GIFs.
 
 Every stage writes under one run directory and is resumable: re-running the command skips
-what is done. Each stage is the same code as its own subcommand.
+what is done. Each stage is called through its Python API, the same code as its subcommand.
 """
 
 from __future__ import annotations
@@ -77,46 +78,42 @@ def _say(message: str) -> None:
     print(f"\n== {message}", file=sys.stderr, flush=True)
 
 
-def _stage(argv: list[str]) -> None:
-    from ecot.cli import main
-
-    code = main(argv)
-    if code != 0:
-        raise RuntimeError(f"`ecot {' '.join(argv)}` failed with exit code {code}")
-
-
 def run_demo(config: DemoConfig) -> dict:
+    from ecot.annotate.runner import RunConfig as AnnotateRunConfig
+    from ecot.annotate.runner import run_annotation
+    from ecot.sim.collect import CollectConfig, collect
+
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_config.json").write_text(json.dumps(asdict(config), indent=2))
-    dataset, annotations, run = out / "dataset", out / "annotations", out / "train"
+    dataset, annotations, run, eval_dir = out / "dataset", out / "annotations", out / "train", out / "eval"
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     _say(f"1/4 collecting {config.episodes} scripted demonstrations -> {dataset}")
-    _stage(["sim", "collect", "--task", "all", "--split", "seen", "--episodes", str(config.episodes),
-            "--out", str(dataset), "--seed", str(config.seed), "--image-size", str(config.image_size),
-            "--workers", str(config.workers)])
+    collected = collect(dataset, CollectConfig(task="all", split="seen", episodes=config.episodes, seed=config.seed,
+                                               image_size=config.image_size, workers=config.workers))
+    print(f"{collected['episodes']} episodes in {collected['out']} ({collected['new_episodes']} new, "
+          f"{collected['new_successes']} of them successful)", file=sys.stderr)
     timings["collect_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     _say(f"2/4 annotating embodied reasoning (template backend, offline) -> {annotations}")
-    _stage(["annotate", str(dataset), "--out", str(annotations), "--workers", str(config.workers)])
+    annotated = run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=config.workers))
+    if annotated.features_path is None:
+        raise RuntimeError(f"annotation did not finish ({annotated.done}/{annotated.total} episodes); see {annotations}/work/failed")
+    print(f"annotated {annotated.annotated_now} episode(s) now; {annotated.done}/{annotated.total} done", file=sys.stderr)
     timings["annotate_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     _say(f"3/4 training a {config.model} ECoT policy for {config.train_steps} steps on {_device()} -> {run}")
-    _stage(["train", "--data", str(dataset), "--features", str(annotations), "--recipe", "ecot",
-            "--model", config.model, "--out", str(run), "--max-steps", str(config.train_steps),
-            "--batch-size", str(config.batch_size), "--schedule", "cosine", "--warmup-steps", "20",
-            "--log-every", "50", "--seed", str(config.seed)])
+    train(config, dataset, annotations, run)
     timings["train_s"] = time.perf_counter() - t0
     metrics = _final_metrics(run)
 
     t0 = time.perf_counter()
-    _say(f"4/4 running the policy closed-loop in {config.rollouts} new scene(s)")
-    rollouts = [rollout(run / "final", out / f"rollout_{i}.gif", config, seed=10_000 + config.seed * 100 + i)
-                for i in range(config.rollouts)]
+    _say(f"4/4 evaluating the policy closed-loop in {config.rollouts} new scene(s) -> {eval_dir}")
+    results, rollouts = evaluate_policy(run / "final", eval_dir, config) if config.rollouts else (None, [])
     timings["rollouts_s"] = time.perf_counter() - t0
 
     summary = {
@@ -125,11 +122,66 @@ def run_demo(config: DemoConfig) -> dict:
         "features": str(annotations / "embodied_features.json"),
         "checkpoint": str(run / "final"),
         "held_out_metrics": metrics,
+        "eval_dir": str(eval_dir),
+        "episodes": results["episodes"] if results else 0,
+        "success_rate": results["success_rate"] if results else None,
+        "faithfulness": _faithfulness_brief(results),
         "rollouts": rollouts,
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def train(config: DemoConfig, dataset: Path, annotations: Path, run: Path) -> dict:
+    """Stage 3 through the training API (the settings `ecot train` would use for the same flags)."""
+    from ecot.model.config import PRESETS
+    from ecot.train.cli import FINETUNE_LR, TINY_LR
+    from ecot.train.recipes import RunConfig, build_run
+    from ecot.train.trainer import TrainConfig, Trainer
+
+    lr = TINY_LR if config.model.startswith("tiny") and config.model in PRESETS else FINETUNE_LR
+    train_config = TrainConfig(out_dir=str(run), max_steps=config.train_steps, batch_size=config.batch_size, lr=lr,
+                               schedule="cosine", warmup_steps=20, log_every=50, seed=config.seed)
+    run_config = RunConfig(data=str(dataset), out=str(run), recipe="ecot", model=config.model,
+                           features=str(annotations), train=train_config)
+    model, processor, train_data, eval_data, action_stats = build_run(run_config)
+    trainer = Trainer(run_config.train, model, processor, train_data, eval_data=eval_data, action_stats=action_stats)
+    return trainer.fit()
+
+
+def evaluate_policy(checkpoint: Path, eval_dir: Path, config: DemoConfig) -> tuple[dict, list[dict]]:
+    """Stage 4 through ``ecot.eval``: seeded closed-loop episodes, each step's reasoning printed, GIFs."""
+    from ecot.eval.sim import EvalConfig, evaluate
+
+    def show(record: dict) -> None:
+        print(f"\n[rollout seed {record['seed']}] instruction: {record['instruction']}", file=sys.stderr)
+        for step in record["per_step"]:
+            r = step["reasoning"] or {}
+            print(f"  step {step['t']:2d} | SUBTASK: {r.get('subtask', '')} | MOVE: {r.get('move', '')} | "
+                  f"action {[round(a, 3) for a in step['action']]}", file=sys.stderr)
+        print(f"  -> {'success' if record['success'] else 'no success'} after {record['steps']} steps"
+              + (f"; frames in {eval_dir / record['gif']}" if record.get("gif") else ""), file=sys.stderr)
+
+    eval_config = EvalConfig(policy=str(checkpoint), out=str(eval_dir), episodes=config.rollouts, seed=config.seed,
+                             max_steps=config.rollout_steps, image_size=config.image_size, gifs=config.rollouts,
+                             device=_device())
+    results = evaluate(eval_config, on_episode=show)
+    rollouts = []
+    with open(eval_dir / "episodes.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            rollouts.append({"seed": record["seed"], "task": record["task"], "instruction": record["instruction"],
+                             "success": record["success"], "steps": record["steps"],
+                             "gif": str(eval_dir / record["gif"]) if record.get("gif") else None})
+    return results, rollouts
+
+
+def _faithfulness_brief(results: dict | None) -> dict | None:
+    f = (results or {}).get("faithfulness")
+    if not f:
+        return None
+    return {k: f[k] for k in ("box_iou", "box_recall", "gripper_err_px", "move_agree", "subtask_correct", "plan_coverage")}
 
 
 def _device() -> str:
@@ -151,47 +203,3 @@ def _final_metrics(run: Path) -> dict:
             if any(str(k).startswith("eval") for k in record):
                 last = record
     return {k: v for k, v in last.items() if str(k).startswith("eval") or k == "step"}
-
-
-def rollout(checkpoint: Path, gif_path: Path, config: DemoConfig, seed: int) -> dict:
-    """One closed-loop episode: reasoning printed each step, frames with the reasoning drawn."""
-    import numpy as np
-    import torch
-
-    from ecot.model import VLA, ActionDecodeError, VLAProcessor
-    from ecot.reasoning import Reasoning
-    from ecot.sim import SimConfig, TabletopEnv
-    from ecot.viz.overlay import reasoning_frame, save_gif
-
-    device = _device()
-    model = VLA.from_pretrained(checkpoint, dtype=torch.float32, device=device)
-    processor = VLAProcessor.from_pretrained(checkpoint, config=model.config)
-    model.eval()
-    frames, problems, decode_failures = [], 0, 0
-    with TabletopEnv(SimConfig(image_size=config.image_size, max_steps=config.rollout_steps + 1)) as env:
-        obs, info = env.reset(seed=seed)
-        instruction = env.task.instruction
-        print(f"\n[rollout seed {seed}] instruction: {instruction}", file=sys.stderr)
-        success = False
-        for t in range(config.rollout_steps):
-            try:
-                result = model.predict_action(obs["image"], instruction, processor=processor, max_new_tokens=256)
-                reasoning, action = result.reasoning, result.action
-            except ActionDecodeError as err:
-                # No usable action tokens: hold still (keep the gripper as it is) and show what was written.
-                reasoning = Reasoning.parse(err.text)
-                action = np.array([0, 0, 0, 0, 0, 0, float(obs["state"][6] > 0.5)])
-                decode_failures += 1
-            problems += bool(reasoning.problems)
-            print(f"  step {t:2d} | SUBTASK: {reasoning.subtask} | MOVE: {reasoning.move} | "
-                  f"action {np.round(action, 3).tolist()}", file=sys.stderr)
-            frames.append(reasoning_frame(obs["image"], reasoning, header=f"{instruction} (step {t})",
-                                          action=action, scale=3))
-            obs, _, terminated, truncated, info = env.step(action)
-            success = bool(info.get("success", False))
-            if terminated or truncated or success:
-                break
-    save_gif(frames, gif_path)
-    print(f"  -> {'success' if success else 'no success'} after {len(frames)} steps; frames in {gif_path}", file=sys.stderr)
-    return {"seed": seed, "instruction": instruction, "success": success, "steps": len(frames),
-            "steps_with_parse_problems": problems, "steps_without_action": decode_failures, "gif": str(gif_path)}

@@ -20,6 +20,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     assert (out / "annotations" / "embodied_features.json").exists()
     assert (out / "train" / "final" / "config.json").exists()
     assert "eval/action_accuracy" in summary["held_out_metrics"]
+    assert summary["episodes"] == 1 and 0.0 <= summary["success_rate"] <= 1.0  # rollouts through ecot.eval
+    assert (out / "eval" / "results.json").exists() and (out / "eval" / "episodes.jsonl").exists()
     rollout = summary["rollouts"][0]
     assert rollout["steps"] >= 1 and rollout["instruction"]
     assert Image.open(rollout["gif"]).n_frames == rollout["steps"]
