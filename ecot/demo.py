@@ -35,11 +35,15 @@ class DemoConfig:
     workers: int = 2  # simulation processes for collection
 
     def __post_init__(self) -> None:
+        from ecot.errors import UsageError
+
         for name in ("episodes", "train_steps", "batch_size", "rollout_steps", "workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.rollouts < 0:
-            raise ValueError(f"rollouts must be >= 0, got {self.rollouts}")
+            raise UsageError(f"--rollouts must be >= 0, got {self.rollouts}")
+        if self.image_size < 16:
+            raise UsageError(f"--image-size must be at least 16 pixels, got {self.image_size}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,12 +83,20 @@ def _say(message: str) -> None:
 
 
 def run_demo(config: DemoConfig) -> dict:
+    from ecot.runlock import locked_dir
+    from ecot.train.recipes import check_model_source
+
+    check_model_source(config.model)  # before collecting anything: `ecot demo --model nope` fails at once
+    with locked_dir(config.out, "ecot demo"):
+        return _run_demo(config)
+
+
+def _run_demo(config: DemoConfig) -> dict:
     from ecot.annotate.runner import RunConfig as AnnotateRunConfig
     from ecot.annotate.runner import run_annotation
     from ecot.sim.collect import CollectConfig, collect
 
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "demo_config.json").write_text(json.dumps(asdict(config), indent=2))
     dataset, annotations, run, eval_dir = out / "dataset", out / "annotations", out / "train", out / "eval"
     timings: dict[str, float] = {}

@@ -610,3 +610,12 @@ def test_annotation_resume_refuses_a_recollected_dataset(tmp_path, capsys):
     capsys.readouterr()
     assert main(["annotate", str(data), "--out", str(tmp_path / "ann"), "--no-progress"]) == 1
     assert "seed: 0 then, 9 now" in one_error_line(capsys.readouterr().err)
+
+
+def test_demo_refuses_an_unknown_model_before_collecting(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "ecot", "demo", "--out", str(out), "--model", "nope"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "nope" in done.stderr and "Traceback" not in done.stderr and done.stderr.count("ecot: error:") == 1
+    assert not out.exists()  # nothing collected, no demo_config.json written
