@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The tests exercise every optional backend that runs offline (LLM clients, Ray in local mode).
-export ECOT_EXTRAS="${ECOT_EXTRAS:-test,llm,serve,ray}"
+export ECOT_EXTRAS="${ECOT_EXTRAS:-test,llm,serve,ray,viz}"
 export ECOT_BROWSER=1  # the viewer and report tests drive headless Chromium
 bash scripts/setup.sh
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"

@@ -619,3 +619,26 @@ def test_demo_refuses_an_unknown_model_before_collecting(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "nope" in done.stderr and "Traceback" not in done.stderr and done.stderr.count("ecot: error:") == 1
     assert not out.exists()  # nothing collected, no demo_config.json written
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "--policy", "expert", "--env", "sim", "--episodes", "1", "--max-steps", "2", "--out", "{out}"],
+    ["data", "convert", "{src}", "{out}", "--to", "lerobot-v3", "--no-progress"],
+])
+def test_eval_and_convert_refuse_a_locked_output_directory(tmp_path, argv):
+    """A directory another live process is writing (here: holding its lock) is refused at once, naming the holder."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from ecot.runlock import locked_dir\n"
+                               f"with locked_dir({str(out)!r}, 'holder'):\n    print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = [a.format(out=out, src=tmp_path / "missing") for a in argv]
+        done = subprocess.run([sys.executable, "-m", "ecot", *args], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")})
+        assert done.returncode == 1, done.stderr
+        assert f"PID {holder.pid}" in one_error_line(done.stderr)
+    finally:
+        holder.kill()
+        holder.wait()

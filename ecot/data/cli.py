@@ -114,7 +114,9 @@ def _data_info(args: argparse.Namespace) -> int:
 
 def _data_convert(args: argparse.Namespace) -> int:
     from ecot.data.convert import convert
+    from ecot.runlock import locked_dir
 
-    out = convert(args.src, args.dst, to=args.to, video=args.video, progress=not args.no_progress, limit=args.limit)
+    with locked_dir(args.dst, "ecot data convert"):
+        out = convert(args.src, args.dst, to=args.to, video=args.video, progress=not args.no_progress, limit=args.limit)
     print(f"{out['episodes']} episodes in {out['out']} (LeRobot v3.0; {out['new_episodes']} converted now from {out['source_format']})")
     return 0

@@ -60,13 +60,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from ecot.eval.sim import EvalConfig, evaluate
+    from ecot.runlock import locked_dir
 
     config = EvalConfig(policy=args.policy, out=args.out, env=args.env, task=args.task, split=args.split,
                         episodes=args.episodes, seed=args.seed, workers=args.workers, mode=args.mode,
                         reuse_steps=args.reuse_steps, max_steps=args.max_steps, image_size=args.image_size,
                         gifs=args.gifs, device=args.device, unnorm_key=args.unnorm_key, api_key=args.api_key,
                         rerun=args.rerun)
-    results = evaluate(config, progress=not args.no_progress)
+    with locked_dir(args.out, "ecot eval"):  # a second evaluation into the same --out fails at once
+        results = evaluate(config, progress=not args.no_progress)
     shown = {k: results[k] for k in ("policy", "split", "episodes", "success_rate", "success_ci95", "by_task", "latency_ms")}
     f = results.get("faithfulness")
     if f:

@@ -180,8 +180,12 @@ def run_episode(env: Any, policy: EvalPolicy, index: int, seed: int, family: str
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(config: EvalConfig, threads: int | None = None) -> None:
+def _worker_init(config: EvalConfig, threads: int | None = None, parent_pid: int | None = None) -> None:
+    from ecot.runlock import die_with_parent
     from ecot.sim.env import SimConfig, TabletopEnv
+
+    if parent_pid is not None:
+        die_with_parent(parent_pid)  # no orphan workers (holding a model) after a kill -9 of the parent
 
     _WORKER["config"] = config
     _WORKER["env"] = TabletopEnv(SimConfig(image_size=config.image_size, max_steps=config.max_steps))
@@ -264,7 +268,7 @@ def evaluate(config: EvalConfig, progress: bool = True,
             ensure_gl_backend()  # probe once here; the workers inherit MUJOCO_GL
             threads = max(1, (os.cpu_count() or 1) // config.workers)
             pool = mp.get_context("spawn").Pool(min(config.workers, len(todo)), initializer=_worker_init,
-                                                initargs=(config, threads))
+                                                initargs=(config, threads, os.getpid()))
             results = pool.imap(_worker_episode, todo)  # ordered: files are written in index order
         for record, frames in results:
             ok = bool(record["success"])
