@@ -120,6 +120,16 @@ class LlamaEngine:
         gate, up = F.linear(x, fused["gate_up"]).chunk(2, dim=-1)
         return F.linear(mlp.act_fn(gate) * up, fused["down"])
 
+    def _layer(self, i: int, layer: nn.Module, hidden: torch.Tensor, cos, sin, mask, store) -> torch.Tensor:
+        """One Llama decoder layer; ``store(i, k, v)`` writes the new keys/values and returns those to attend to."""
+        b, t = hidden.shape[:2]
+        attn = layer.self_attn
+        q, k, v = self._attention_inputs(i, attn, self._norm(layer.input_layernorm, hidden), b, t, cos, sin)
+        keys, values = store(i, k, v)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
+        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
+        return hidden + self._mlp(i, layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
+
     @torch.no_grad()
     def forward(self, cache: KVCache, embeds: torch.Tensor, n_new: list[int]) -> torch.Tensor:
         """Append ``n_new[b]`` positions of ``embeds[b]`` (``[B, T, H]``, right-padded) to each sequence of
@@ -151,12 +161,9 @@ class LlamaEngine:
             slots = torch.arange(end, device=device)
             mask = slots[None, None, None, :] <= positions[:, None, :, None]  # [B, 1, T, S]
             index = positions[:, None, :, None].expand(b, self.n_kv_heads, t, self.head_dim)
-        gqa = self.n_kv_heads != self.n_heads
-        hidden = embeds
         s0 = end - t
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            q, k, v = self._attention_inputs(i, attn, self._norm(layer.input_layernorm, hidden), b, t, cos, sin)
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             keys, values = cache.keys[i], cache.values[i]
             if same_start:
                 keys[:, :, s0:end] = k
@@ -164,9 +171,11 @@ class LlamaEngine:
             else:
                 keys.scatter_(2, index, k)
                 values.scatter_(2, index, v)
-            out = F.scaled_dot_product_attention(q, keys[:, :, :end], values[:, :, :end], attn_mask=mask, enable_gqa=gqa)
-            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, t, -1))
-            hidden = hidden + self._mlp(i, layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
+            return keys[:, :, :end], values[:, :, :end]
+
+        hidden = embeds
+        for i, layer in enumerate(self.layers):
+            hidden = self._layer(i, layer, hidden, cos, sin, mask, store)
         if t == 1:
             picked = hidden[:, 0]
         else:
@@ -205,15 +214,14 @@ class LlamaEngine:
         slots = torch.arange(max_len, device=ids.device)
         mask = slots[None, None, None, :] <= positions[:, None, :, None]
         index = positions[:, None, :, None].expand(b, self.n_kv_heads, 1, self.head_dim)
-        gqa = self.n_kv_heads != self.n_heads
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            q, k, v = self._attention_inputs(i, attn, self._norm(layer.input_layernorm, hidden), b, 1, cos, sin)
+
+        def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             keys[i].scatter_(2, index, k)
             values[i].scatter_(2, index, v)
-            out = F.scaled_dot_product_attention(q, keys[i], values[i], attn_mask=mask, enable_gqa=gqa)
-            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, 1, -1))
-            hidden = hidden + self._mlp(i, layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
+            return keys[i], values[i]
+
+        for i, layer in enumerate(self.layers):
+            hidden = self._layer(i, layer, hidden, cos, sin, mask, store)
         return self.lm_head(self._norm(self.norm, hidden[:, -1])).float()
 
 
