@@ -108,7 +108,8 @@ def reasoning_fields(r: Reasoning | None) -> dict | None:
 def run_episode(env: Any, policy: EvalPolicy, index: int, seed: int, family: str, split: str,
                 max_steps: int) -> tuple[dict, dict]:
     """One closed-loop episode. Returns (the episode's record, its frames: images, reasonings, actions)."""
-    from ecot.data.episode import Episode, GroundTruth
+    from ecot.data.episode import Episode
+    from ecot.sim.collect import stack_ground_truth
 
     obs, info = env.reset(seed=seed, task=family, split=split)
     policy.reset(env, seed)
@@ -136,15 +137,7 @@ def run_episode(env: Any, policy: EvalPolicy, index: int, seed: int, family: str
         metadata={"file_path": f"eval/{family}/{split}", "episode_id": str(index), "task_family": family,
                   "split": split, "seed": int(seed), "success": success, "task": task.describe(),
                   "instruction": instruction},
-        ground_truth=GroundTruth(
-            object_names=task.object_names,
-            object_boxes=np.stack([g["object_boxes"] for g in gts]),
-            object_visible=np.stack([g["object_visible"] for g in gts]),
-            object_poses=np.stack([g["object_poses"] for g in gts]),
-            gripper_points=np.stack([g["gripper_point"] for g in gts]),
-            gripper_visible=np.array([g["gripper_visible"] for g in gts]),
-            gripper_open=np.array([g["gripper_open"] for g in gts]),
-        ),
+        ground_truth=stack_ground_truth(task, gts),
     )
     policy.finish(episode, outputs)
     reasonings = [o.reasoning for o in outputs]

@@ -72,6 +72,21 @@ def episode_seed(base_seed: int, index: int, attempt: int) -> int:
     return int(np.random.SeedSequence([int(base_seed), int(index), int(attempt)]).generate_state(1)[0])
 
 
+def stack_ground_truth(task, gts: list[dict]) -> GroundTruth:
+    """An episode's :class:`GroundTruth` from the per-step ``env.ground_truth()`` dicts."""
+    from ecot.data.episode import GroundTruth
+
+    return GroundTruth(
+        object_names=task.object_names,
+        object_boxes=np.stack([g["object_boxes"] for g in gts]),
+        object_visible=np.stack([g["object_visible"] for g in gts]),
+        object_poses=np.stack([g["object_poses"] for g in gts]),
+        gripper_points=np.stack([g["gripper_point"] for g in gts]),
+        gripper_visible=np.array([g["gripper_visible"] for g in gts]),
+        gripper_open=np.array([g["gripper_open"] for g in gts]),
+    )
+
+
 def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None):
     """Run the scripted expert once; returns the :class:`Episode` (with ground truth)."""
     from ecot.data.episode import Episode, GroundTruth
@@ -97,15 +112,7 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
     actions.append(np.array([0, 0, 0, 0, 0, 0, 1.0 if env.gripper_open else 0.0], np.float32))
     success = bool(env.success())
     task = env.task
-    gt = GroundTruth(
-        object_names=task.object_names,
-        object_boxes=np.stack([g["object_boxes"] for g in gts]),
-        object_visible=np.stack([g["object_visible"] for g in gts]),
-        object_poses=np.stack([g["object_poses"] for g in gts]),
-        gripper_points=np.stack([g["gripper_point"] for g in gts]),
-        gripper_visible=np.array([g["gripper_visible"] for g in gts]),
-        gripper_open=np.array([g["gripper_open"] for g in gts]),
-    )
+    gt = stack_ground_truth(task, gts)
     metadata = {
         "file_path": f"sim/{family}/{split}",
         "episode_id": "",  # set by the collector (the episode index)
