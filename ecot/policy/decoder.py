@@ -322,10 +322,19 @@ class ECoTDecoder:
         return cache
 
     def _capacity(self, seqs: list[_Sequence], patches: int) -> int:
-        longest = max(len(s.ids) for s in seqs)
         if not self.grammar:
-            return patches + longest + self.max_free_tokens + 8
-        return patches + longest + sum(self.budgets.values()) + SLACK_PER_FIELD * (len(TAGS) + 1) + 16
+            return patches + max(len(s.ids) for s in seqs) + self.max_free_tokens + 8
+
+        def need(s: _Sequence) -> int:
+            # Fields before the first one written (reused) or edited are already in s.ids: no budget for them.
+            first = len(TAGS) if s.req.first_field is None else s.req.first_field
+            later = TAGS[first:]
+            edited = sum(len(v) + 8 for t, v in s.req.edits.items() if t in later)  # >= its tokens
+            return len(s.ids) + edited + sum(self.budgets.get(t, 0) for t in later if t not in s.req.edits)
+
+        # A capacity that does not depend on what is reused keeps the cache (and a compiled step's
+        # shapes) the same from step to step.
+        return patches + max(need(s) for s in seqs) + SLACK_PER_FIELD * (len(TAGS) + 1) + 16
 
     @torch.no_grad()
     def decode(self, requests: list[DecodeRequest], timings: dict[str, float] | None = None) -> list[DecodeResult]:

@@ -33,6 +33,7 @@ class KVCache:
         self.lengths = [0] * batch
         self.max_len = max_len
         self.batch = batch
+        self.static_marked = False
 
     def reset(self) -> None:
         self.lengths = [0] * self.batch
@@ -199,6 +200,12 @@ class LlamaEngine:
             else:
                 mode = "reduce-overhead" if self.device.type == "cuda" and backend == "inductor" else None
                 self._compiled = torch.compile(self._static_step, backend=backend, mode=mode, dynamic=False)
+        if not cache.static_marked and backend != "none":
+            # The step writes into the cache in place; CUDA graphs replay such writes only for
+            # tensors at fixed addresses (else inductor skips the graphs: "mutated inputs").
+            for tensor in cache.keys + cache.values:
+                torch._dynamo.mark_static_address(tensor)
+            cache.static_marked = True
         lengths = torch.tensor(cache.lengths, device=self.device)
         logits = self._compiled(ids.to(self.device).view(-1, 1), lengths, cache.keys, cache.values)
         cache.lengths = [n + 1 for n in cache.lengths]
@@ -235,6 +242,9 @@ def _fuse_layer(layer: nn.Module) -> dict[str, Any] | None:
     projections = [attn.q_proj, attn.k_proj, attn.v_proj]
     if any(type(p) is not nn.Linear or p.bias is not None for p in projections):
         return None
+    previous = getattr(layer, "_ecot_fused", None)
+    if previous is not None and _still_fused(previous, projections):
+        return previous  # a second engine on the same model shares the fused weights (no second copy)
     fused: dict[str, Any] = {}
     with torch.no_grad():
         weights = [p.weight for p in projections]
@@ -253,7 +263,20 @@ def _fuse_layer(layer: nn.Module) -> dict[str, Any] | None:
             pair[0].weight = nn.Parameter(gate_up[:n], requires_grad=False)
             pair[1].weight = nn.Parameter(gate_up[n:], requires_grad=False)
             fused["gate_up"], fused["down"] = gate_up, down.weight
+    layer._ecot_fused = fused
     return fused
+
+
+def _still_fused(fused: dict[str, Any], projections: list[nn.Linear]) -> bool:
+    """Whether the modules' weights are still the views into ``fused`` (not replaced, e.g. by loading)."""
+    qkv = fused["qkv"]
+    offset = 0
+    for proj, size in zip(projections, fused["qkv_sizes"]):
+        w = proj.weight
+        if w.untyped_storage().data_ptr() != qkv.untyped_storage().data_ptr() or w.storage_offset() != offset * qkv.shape[1]:
+            return False
+        offset += size
+    return True
 
 
 def describe(engine: LlamaEngine) -> dict[str, Any]:

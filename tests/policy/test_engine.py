@@ -65,6 +65,20 @@ def test_static_shape_step_equals_the_eager_step(trained):
         assert a.text == b.text and a.action_ids == b.action_ids
 
 
+def test_engines_on_one_model_share_the_fused_weights(random_model):
+    """A second policy on the same model reuses the fused q/k/v and gate/up tensors (no second copy of
+    the weights), and a replaced weight (e.g. a new checkpoint loaded with assign) is fused anew."""
+    first, second = ECoTDecoder(random_model, random_model.processor), ECoTDecoder(random_model, random_model.processor)
+    for a, b in zip(first.engine.fused, second.engine.fused):
+        assert a["qkv"] is b["qkv"] and a["gate_up"] is b["gate_up"]
+    layer = random_model.language_model.model.layers[0]
+    before = first.engine.fused[0]["qkv"]
+    layer.self_attn.k_proj.weight = torch.nn.Parameter(layer.self_attn.k_proj.weight.detach().clone(), requires_grad=False)
+    third = ECoTDecoder(random_model, random_model.processor)
+    assert third.engine.fused[0]["qkv"] is not before
+    torch.testing.assert_close(third.engine.fused[0]["qkv"], before)
+
+
 @pytest.mark.slow
 def test_compiled_decode_equals_eager_greedy_ids(trained):
     """torch.compile (inductor) of the decode step: same greedy ids (slow: compiles C++ kernels)."""
