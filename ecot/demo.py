@@ -83,6 +83,7 @@ def _say(message: str) -> None:
 
 
 def run_demo(config: DemoConfig) -> dict:
+    from ecot.errors import EcotError
     from ecot.runlock import locked_dir
     from ecot.train.recipes import check_model_source
 
@@ -113,7 +114,7 @@ def _run_demo(config: DemoConfig) -> dict:
     _say(f"2/4 annotating embodied reasoning (template backend, offline) -> {annotations}")
     annotated = run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=config.workers))
     if annotated.features_path is None:
-        raise RuntimeError(f"annotation did not finish ({annotated.done}/{annotated.total} episodes); see {annotations}/work/failed")
+        raise EcotError(f"annotation did not finish ({annotated.done}/{annotated.total} episodes); see {annotations}/work/failed")
     print(f"annotated {annotated.annotated_now} episode(s) now; {annotated.done}/{annotated.total} done", file=sys.stderr)
     timings["annotate_s"] = time.perf_counter() - t0
 

@@ -42,7 +42,7 @@ def _handler(args) -> int:
 
     from ecot.annotate.pipeline import AnnotateConfig
     from ecot.annotate.runner import RunConfig, WorkDir, failure_summary, parse_shard, run_annotation
-    from ecot.errors import check_device
+    from ecot.errors import EcotError, check_device
 
     # Errors are reported by ecot.cli.main: usage errors exit 2, failures 1.
     check_device(args.device)
@@ -60,8 +60,6 @@ def _handler(args) -> int:
     print(f"annotated {summary.annotated_now} episode(s) now ({summary.steps_now} steps, {rate:.0f} steps/s); "
           f"{summary.done}/{summary.total} of this shard done", file=sys.stderr)
     text = failure_summary(summary, WorkDir(args.out))
-    if text:
-        print(text, file=sys.stderr)
     if summary.features_path is not None:
         print(f"features: {summary.features_path}", file=sys.stderr)
         report = summary.features_path.parent / "validation.json"
@@ -76,4 +74,6 @@ def _handler(args) -> int:
     elif not text:
         print("other shards still have episodes to annotate; the features file is assembled when all are done",
               file=sys.stderr)
-    return 1 if text else 0
+    if text:  # some episodes failed: reported by ecot.cli like every failure (exit code 1)
+        raise EcotError(text)
+    return 0
