@@ -34,8 +34,10 @@ STAGE_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     from ecot import __version__
+    from ecot.options import Parser
 
-    parser = argparse.ArgumentParser(
+    # A Parser (and its subcommands' parsers) adds a subcommand's generated flags on first use (ecot.options).
+    parser = Parser(
         prog="ecot",
         description="Embodied Chain-of-Thought robot policies: simulate, annotate, train, run.",
     )

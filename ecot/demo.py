@@ -20,19 +20,23 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ecot.options import DefaultsHelpFormatter, add_options, build, option
+
 
 @dataclass
 class DemoConfig:
-    out: str = "runs/demo"
-    episodes: int = 60  # demonstrations to collect (round robin over the task families)
-    image_size: int = 112  # camera resolution (the tiny preset's input size)
-    train_steps: int = 600
-    batch_size: int = 16
-    model: str = "tiny-siglip"
-    rollouts: int = 2  # closed-loop episodes with the trained policy
-    rollout_steps: int = 40  # control steps per rollout
+    """The demo's settings (also ``ecot demo``'s flags, see :mod:`ecot.options`; `(default X)` added in --help)."""
+
+    out: str = option("runs/demo", "run directory")
+    episodes: int = option(60, "demonstrations to collect")  # round robin over the task families
+    image_size: int = option(112, "camera resolution")  # the tiny preset's input size
+    train_steps: int = option(600, "optimizer steps")
+    batch_size: int = option(16, "training batch size")
+    model: str = option("tiny-siglip", "model preset")
+    rollouts: int = option(2, "closed-loop episodes")  # with the trained policy
+    rollout_steps: int = option(40, "control steps per rollout")
     seed: int = 0
-    workers: int = 2  # simulation processes for collection
+    workers: int = option(2, "simulation processes")  # for collection
 
     def __post_init__(self) -> None:
         from ecot.errors import UsageError
@@ -47,33 +51,18 @@ class DemoConfig:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    defaults = DemoConfig()
     p = subparsers.add_parser(
         "demo",
         help="end-to-end demo: sim demonstrations -> reasoning annotation -> tiny ECoT policy -> closed-loop rollouts",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--out", default=defaults.out, help="run directory (default %(default)s)")
-    p.add_argument("--episodes", type=int, default=defaults.episodes, help="demonstrations to collect (default %(default)s)")
-    p.add_argument("--image-size", type=int, default=defaults.image_size, help="camera resolution (default %(default)s)")
-    p.add_argument("--train-steps", type=int, default=defaults.train_steps, help="optimizer steps (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="default %(default)s")
-    p.add_argument("--model", default=defaults.model, help="model preset (default %(default)s)")
-    p.add_argument("--rollouts", type=int, default=defaults.rollouts, help="closed-loop episodes (default %(default)s)")
-    p.add_argument("--rollout-steps", type=int, default=defaults.rollout_steps, help="default %(default)s")
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--workers", type=int, default=defaults.workers, help="simulation processes (default %(default)s)")
+    add_options(p, DemoConfig)
     p.set_defaults(func=_handler)
 
 
 def _handler(args: argparse.Namespace) -> int:
-    config = DemoConfig(
-        out=args.out, episodes=args.episodes, image_size=args.image_size, train_steps=args.train_steps,
-        batch_size=args.batch_size, model=args.model, rollouts=args.rollouts, rollout_steps=args.rollout_steps,
-        seed=args.seed, workers=args.workers,
-    )
-    summary = run_demo(config)
+    summary = run_demo(build(DemoConfig, args))
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -83,6 +72,7 @@ def _say(message: str) -> None:
 
 
 def run_demo(config: DemoConfig) -> dict:
+    from ecot.errors import EcotError
     from ecot.runlock import locked_dir
     from ecot.train.recipes import check_model_source
 
@@ -113,7 +103,7 @@ def _run_demo(config: DemoConfig) -> dict:
     _say(f"2/4 annotating embodied reasoning (template backend, offline) -> {annotations}")
     annotated = run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=config.workers))
     if annotated.features_path is None:
-        raise RuntimeError(f"annotation did not finish ({annotated.done}/{annotated.total} episodes); see {annotations}/work/failed")
+        raise EcotError(f"annotation did not finish ({annotated.done}/{annotated.total} episodes); see {annotations}/work/failed")
     print(f"annotated {annotated.annotated_now} episode(s) now; {annotated.done}/{annotated.total} done", file=sys.stderr)
     timings["annotate_s"] = time.perf_counter() - t0
 

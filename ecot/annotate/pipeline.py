@@ -7,7 +7,7 @@ entry of the embodied-features file (FORMATS.md §4) — deterministic for deter
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from ecot.annotate.primitives import move_vectors, describe_all
 from ecot.annotate.sanitize import clean_text
 from ecot.annotate.template import template_reasoning
 from ecot.data.episode import Episode
+from ecot.options import option
 
 REASONING_BACKENDS = ("template", "openai", "gemini")
 GRIPPER_BACKENDS = ("gt", "detector")
@@ -25,17 +26,22 @@ CAPTION_BACKENDS = ("gt", "transformers", "openai", "gemini")
 
 @dataclass
 class AnnotateConfig:
-    reasoning: str = "template"
-    gripper: str = "gt"
-    boxes: str = "gt"
-    captions: str = "gt"
-    llm_model: str = "gpt-4o-mini"
-    llm_base_url: str | None = None  # e.g. http://localhost:8000/v1 for vLLM, http://localhost:11434/v1 for Ollama
-    llm_api_key_env: str | None = None  # name of the environment variable holding the key
-    llm_cache: str | None = None  # directory; default: <out>/llm_cache
-    gripper_options: dict[str, Any] = field(default_factory=dict)
-    boxes_options: dict[str, Any] = field(default_factory=dict)
-    caption_options: dict[str, Any] = field(default_factory=dict)
+    """The annotation backends (also ``ecot annotate``'s flags, see :mod:`ecot.options`)."""
+
+    reasoning: str = option("template", choices=REASONING_BACKENDS)
+    gripper: str = option("gt", choices=GRIPPER_BACKENDS)
+    boxes: str = option("gt", choices=BOXES_BACKENDS)
+    captions: str = option("gt", choices=CAPTION_BACKENDS)
+    llm_model: str = option("gpt-4o-mini", "model name for the openai/gemini backends")
+    llm_base_url: str | None = option(
+        None, "OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)")
+    llm_api_key_env: str | None = option(
+        None, "environment variable holding the API key (default: OPENAI_API_KEY / GEMINI_API_KEY)")
+    llm_cache: str | None = option(None, "response cache directory (default OUT/llm_cache)")
+    # Backend constructor options (ecot annotate sets the torch device from --device).
+    gripper_options: dict[str, Any] = option(default_factory=dict, cli=False)
+    boxes_options: dict[str, Any] = option(default_factory=dict, cli=False)
+    caption_options: dict[str, Any] = option(default_factory=dict, cli=False)
 
     def __post_init__(self) -> None:
         for name, allowed in (("reasoning", REASONING_BACKENDS), ("gripper", GRIPPER_BACKENDS),

@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +31,7 @@ from ecot.annotate.assemble import FEATURES_NAME, REPORT_NAME, STEPS_NAME, assem
 from ecot.annotate.pipeline import AnnotateConfig, Stages, annotate_episode, build_stages
 from ecot.annotate.workdir import RUN_NAME, WorkDir, check_run_settings, temp_path
 from ecot.errors import UsageError
+from ecot.options import option
 from ecot.runlock import die_with_parent, locked_dir
 
 __all__ = ["FEATURES_NAME", "REPORT_NAME", "RUN_NAME", "STEPS_NAME", "RunConfig", "RunSummary", "WorkDir",
@@ -39,16 +40,19 @@ __all__ = ["FEATURES_NAME", "REPORT_NAME", "RUN_NAME", "STEPS_NAME", "RunConfig"
 
 @dataclass
 class RunConfig:
-    dataset_dir: str
-    out_dir: str
-    shard_index: int = 0
-    num_shards: int = 1
-    workers: int = 1
-    use_ray: bool = False
-    limit: int | None = None  # annotate only the first N episodes
-    progress: bool = True
-    validate: bool = True
-    annotate: AnnotateConfig = field(default_factory=AnnotateConfig)
+    """One annotation run (also ``ecot annotate``'s flags, see :mod:`ecot.options`)."""
+
+    dataset_dir: str = option(help="dataset directory (LeRobot layout, e.g. from `ecot sim collect`)",
+                              positional=True, metavar="DATASET_DIR")
+    out_dir: str = option(help="output directory (created; resumed if it exists)", flag="--out")
+    shard_index: int = option(0, cli=False)  # both from --shard i/n
+    num_shards: int = option(1, cli=False)
+    workers: int = option(1, "parallel worker processes on this machine")
+    use_ray: bool = option(False, "distribute over a Ray cluster (RAY_ADDRESS, or a local one)", flag="--ray")
+    limit: int | None = option(None, "annotate only the first N episodes")
+    progress: bool = option(True, "no progress bar")  # --no-progress
+    validate: bool = option(True, "skip the validation report")  # --no-validate
+    annotate: AnnotateConfig = option(default_factory=AnnotateConfig, prefix="")  # --reasoning, ...
 
     def __post_init__(self) -> None:
         if not (self.num_shards >= 1 and 0 <= self.shard_index < self.num_shards):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,7 @@ from ecot.eval import faithfulness as faith
 from ecot.eval.policies import MODES, EvalPolicy, StepOutput, hold_action, make_policy, validate_spec
 from ecot.errors import UsageError
 from ecot.eval.results import RESULTS_NAME, EpisodeLog, aggregate, check_config, write_atomic
+from ecot.options import option
 from ecot.reasoning import Reasoning
 from ecot.sim.tasks import FAMILIES, SPLITS
 
@@ -33,25 +34,28 @@ GIF_DIR = "gifs"
 
 @dataclass
 class EvalConfig:
-    """What ``ecot eval --env sim`` evaluates; the defaults are a quick look at the expert."""
+    """What ``ecot eval --env sim`` evaluates; the defaults are a quick look at the expert.
 
-    policy: str = "expert"  # expert | oracle | random | CHECKPOINT_DIR | ws://HOST:PORT
-    out: str = "runs/eval"
-    env: str = "sim"
-    task: str = "all"  # a family or "all" (round robin)
-    split: str = "seen"
-    episodes: int = 20
-    seed: int = 0
-    workers: int = 1
-    mode: str = "full"  # ECoTPolicy mode of a local checkpoint
-    reuse_steps: int = 5
-    max_steps: int = 80
-    image_size: int = 224
-    gifs: int = 3  # GIFs of this many successes and this many failures
-    device: str | None = None
-    unnorm_key: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    rerun: str | None = None  # write a Rerun recording (.rrd) of every episode (pip install 'ecot[viz]')
+    The fields are also ``ecot eval``'s flags (:mod:`ecot.options`); --policy and --out are required there."""
+
+    policy: str = option("expert", "CHECKPOINT | ws://HOST:PORT | expert | oracle | random", required=True)
+    env: str = option("sim", "environment", choices=("sim",))  # LIBERO and WidowX have their own entry points
+    task: str = option("all", "task family", choices=("all",) + FAMILIES)  # "all": round robin
+    split: str = option("seen", "composition split", choices=SPLITS)
+    episodes: int = option(20, "episodes")
+    seed: int = option(0, "base seed")
+    workers: int = option(1, "worker processes")
+    mode: str = option("full", "policy mode of a local checkpoint", choices=MODES)  # ECoTPolicy mode
+    reuse_steps: int = option(5, "reasoning reuse interval for --mode reuse")
+    max_steps: int = option(80, "control steps per episode")
+    image_size: int = option(224, "camera resolution; use the resolution the policy was trained at")
+    gifs: int = option(3, "GIFs of this many successes and failures")
+    device: str | None = option(None, "torch device of a local checkpoint (default: cuda if available)")
+    unnorm_key: str | None = option(None, "normalization statistics key of the checkpoint")
+    api_key: str | None = option(None, "API key of a ws:// server", repr=False)
+    rerun: str | None = option(None, "also log every step to a Rerun recording (pip install 'ecot[viz]')",
+                               metavar="OUT.rrd")  # a .rrd of every episode
+    out: str = option("runs/eval", "output directory", required=True)
 
     def __post_init__(self) -> None:
         if self.env != "sim":

@@ -34,12 +34,17 @@ def register(subparsers) -> None:
 def _serve(args) -> int:
     import logging
 
+    from ecot.errors import UsageError, check_device
     from ecot.serve.protocol import Limits
     from ecot.serve.server import serve
 
+    # Usage errors (exit code 2) before anything is loaded or bound.
+    for flag, value, least in (("--max-batch", args.max_batch, 1), ("--reuse-steps", args.reuse_steps, 1),
+                               ("--max-wait-ms", args.max_wait_ms, 0)):
+        if value < least:
+            raise UsageError(f"{flag} must be >= {least}, got {value}")
+    check_device(args.device)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.max_batch < 1 or args.max_wait_ms < 0 or args.reuse_steps < 1:
-        raise ValueError("--max-batch and --reuse-steps must be >= 1 and --max-wait-ms >= 0")
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_image_side=args.max_image_side)
     serve(
         args.checkpoint, host=args.host, port=args.port, mode=args.mode, reuse_steps=args.reuse_steps,

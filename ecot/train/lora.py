@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from ecot.options import option
+
 ADAPTER = "default"
 
 
@@ -21,7 +23,7 @@ class LoraSettings:
     rank: int = 32
     alpha: int = 16  # OpenVLA: min(rank, 16)
     dropout: float = 0.0
-    include_vision: bool = False
+    include_vision: bool = option(False, cli=False)  # not an `ecot train` flag
 
 
 def target_modules(model: nn.Module, include_vision: bool = False) -> list[str]:

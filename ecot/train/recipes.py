@@ -19,12 +19,14 @@ Llama tokenizer files.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ecot.data.bridge import JOIN_MODES
+from ecot.options import option
 from ecot.train.data import EpisodeSteps, SampleConfig, StepDataset
 from ecot.train.samples import LOSS_MASKS
 from ecot.train.trainer import TrainConfig
@@ -35,24 +37,31 @@ FEATURES_NAME = "embodied_features.json"
 
 @dataclass
 class RunConfig:
-    """One training run: data, recipe, model and the trainer's options."""
+    """One training run: data, recipe, model and the trainer's options (also ``ecot train``'s flags)."""
 
-    data: str
-    out: str
-    recipe: str = "ecot"
-    model: str = "tiny-siglip"
-    features: str | None = None  # features file or a directory holding embodied_features.json
-    tokenizer: str | None = None  # tokenizer directory for 7B presets
-    join: str = "aligned"
-    loss_mask: str | None = None  # None: the recipe's ("whole")
-    tag_dropout: float = 0.0  # original per-tag reasoning dropout
-    reasoning_dropout: float | None = None  # None: the recipe's
-    pretrain_fraction: float = 0.5  # reasoning-pretrain: fraction of steps with reasoning
-    augment: bool = False
-    eval_episodes: int | None = None  # held-out episodes (the last ones); None: 10 %, at least 1 when possible
-    tokenizer_vocab: int | None = None  # tiny presets: base vocabulary (default: the preset's pad_token_id)
-    allow_partial_reasoning: bool = False  # train even when the features miss some training episodes
-    train: TrainConfig = field(default_factory=TrainConfig)
+    data: str = option(help="dataset directory (LeRobot layout from `ecot sim collect`, or RLDS)", group="run")
+    out: str = option(help="run directory (resumed when it holds checkpoints)", group="run")
+    recipe: str = option("ecot", choices=RECIPES, group="run")
+    model: str = option("tiny-siglip", "preset (tiny-siglip, tiny-dinosiglip, ecot-7b-bridge, openvla-7b) or checkpoint dir",
+                        group="run")
+    features: str | None = option(None, "embodied-features file, or the `ecot annotate` output directory", group="run")
+    tokenizer: str | None = option(None, "tokenizer directory (needed by 7B presets)", group="run")
+    loss_mask: str | None = option(None, "which tokens carry the loss (default: whole sequence, as the original ECoT)",
+                                   choices=LOSS_MASKS, group="samples")  # None: the recipe's
+    tag_dropout: float = option(0.0, "original per-tag reasoning dropout probability", group="samples")
+    reasoning_dropout: float | None = option(None, "probability of dropping the whole reasoning",
+                                             group="samples")  # None: the recipe's
+    pretrain_fraction: float = option(0.5, "reasoning-pretrain: fraction of steps with reasoning", group="samples")
+    join: str = option("aligned", "reasoning join (original: Bridge one-step offset)", choices=sorted(JOIN_MODES),
+                       group="samples")
+    augment: bool = option(False, "OpenVLA image augmentation (crop + colour jitter)", group="samples")
+    eval_episodes: int | None = option(None, "held-out episodes, the last ones (default 10%)",
+                                       group="run")  # at least 1 when possible
+    tokenizer_vocab: int | None = option(None, cli=False)  # tiny presets: base vocabulary (default: the preset's pad_token_id)
+    allow_partial_reasoning: bool = option(
+        False, "train even if the features miss some training episodes (they train without reasoning; "
+        "the coverage is logged in metrics.jsonl)", group="run")
+    train: TrainConfig = option(default_factory=TrainConfig, prefix="")  # its flags: --max-steps, ...
 
     def __post_init__(self) -> None:
         from ecot.errors import UsageError

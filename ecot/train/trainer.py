@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ecot.options import option
 from ecot.train import checkpoint as ckpt
 from ecot.train import distributed as dist_utils
 from ecot.train.lora import LoraSettings, adapter_state_dict, apply_lora, is_peft, merged_state_dict
@@ -37,43 +38,46 @@ from ecot.train.schedule import SCHEDULES, make_scheduler
 
 FINETUNE_MODES = ("full", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
+OPTIM, RUNTIME = "optimization", "runtime"  # `ecot train --help` groups
 MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "labels")
 
 
 @dataclass
 class TrainConfig:
-    """Everything the training loop needs besides the model and the data."""
+    """Everything the training loop needs besides the model and the data.
 
-    out_dir: str = "runs/ecot"
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 8  # per process and micro-batch
-    grad_accum: int = 1
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    schedule: str = "constant"  # "constant" | "cosine"
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    precision: str = "auto"  # "auto": bf16 autocast on GPU, fp32 on CPU
-    gradient_checkpointing: bool = False
-    finetune: str = "full"  # "full" | "lora"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    freeze_vision: bool = False
-    freeze_llm: bool = False
-    strategy: str = "auto"  # "auto" (DDP under torchrun) | "none" | "ddp" | "fsdp"
-    device: str = "auto"
-    num_workers: int = 0
-    seed: int = 7
-    save_every: int = 0  # optimizer steps between checkpoints; 0 = only at the end
-    keep_last: int = 2  # checkpoints kept (0 = all)
-    log_every: int = 10
-    eval_every: int = 0  # 0 = evaluate only at the end (when there is held-out data)
-    eval_batches: int = 0  # 0 = the whole held-out set
-    resume: bool = True  # continue from the newest checkpoint in out_dir when there is one
-    tensorboard: bool = True
-    wandb_project: str | None = None  # log to Weights & Biases too (needs `wandb` installed)
-    progress: bool = True
+    The fields are also ``ecot train``'s flags (:mod:`ecot.options`): help text, choices and group in ``option``."""
+
+    out_dir: str = option("runs/ecot", cli=False)  # set from the run's --out
+    max_steps: int = option(1000, group=OPTIM)  # optimizer steps
+    batch_size: int = option(8, "per process and micro-batch", group=OPTIM)
+    grad_accum: int = option(1, group=OPTIM)
+    lr: float = option(2e-5, group=OPTIM)  # ecot train: TINY_LR or FINETUNE_LR by --model
+    weight_decay: float = option(0.0, group=OPTIM)
+    betas: tuple[float, float] = option((0.9, 0.999), cli=False)
+    warmup_steps: int = option(0, group=OPTIM)
+    schedule: str = option("constant", choices=SCHEDULES, group=OPTIM)
+    min_lr_ratio: float = option(0.0, group=OPTIM)  # cosine floor as a fraction of lr
+    max_grad_norm: float = option(1.0, "0 disables clipping", group=OPTIM)
+    precision: str = option("auto", "auto: bf16 autocast on GPU", choices=PRECISIONS, group=OPTIM)  # fp32 on CPU
+    gradient_checkpointing: bool = option(False, group=OPTIM)
+    finetune: str = option("full", choices=FINETUNE_MODES, group=OPTIM)
+    lora: LoraSettings = option(default_factory=LoraSettings, group=OPTIM)  # --lora-rank, ...
+    freeze_vision: bool = option(False, group=OPTIM)
+    freeze_llm: bool = option(False, group=OPTIM)
+    strategy: str = option("auto", "under torchrun: DDP (auto) or FSDP2", choices=dist_utils.STRATEGIES, group=RUNTIME)
+    device: str = option("auto", "auto, cpu or cuda", group=RUNTIME)
+    num_workers: int = option(0, "data-loader worker processes", group=RUNTIME)
+    seed: int = option(7, group=OPTIM)
+    save_every: int = option(0, "checkpoint every N steps (0: only at the end)", group=RUNTIME)  # optimizer steps
+    keep_last: int = option(2, "checkpoints kept (0: all)", group=RUNTIME)
+    log_every: int = option(10, group=RUNTIME)
+    eval_every: int = option(0, "evaluate on held-out episodes every N steps (0: at the end)", group=RUNTIME)
+    eval_batches: int = option(0, "limit evaluation to N batches (0: all)", group=RUNTIME)
+    resume: bool = option(True, cli=False)  # continue from the newest checkpoint in out_dir when there is one
+    tensorboard: bool = option(True, group=RUNTIME)  # --no-tensorboard
+    wandb_project: str | None = option(None, "also log to Weights & Biases (needs wandb)", group=RUNTIME)
+    progress: bool = option(True, group=RUNTIME)  # --no-progress
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
