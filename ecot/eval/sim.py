@@ -49,6 +49,7 @@ class EvalConfig:
     reuse_steps: int = option(5, "reasoning reuse interval for --mode reuse")
     max_steps: int = option(80, "control steps per episode")
     image_size: int = option(224, "camera resolution; use the resolution the policy was trained at")
+    num_objects: int = option(4, "objects per scene (the task's own plus distractors)")
     gifs: int = option(3, "GIFs of this many successes and failures")
     device: str | None = option(None, "torch device of a local checkpoint (default: cuda if available)")
     unnorm_key: str | None = option(None, "normalization statistics key of the checkpoint")
@@ -67,6 +68,8 @@ class EvalConfig:
             raise UsageError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.num_objects < 2:
+            raise UsageError(f"num_objects must be at least 2, got {self.num_objects}")
         for name in ("episodes", "max_steps", "workers", "reuse_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -185,7 +188,8 @@ def _worker_init(config: EvalConfig, threads: int | None = None, parent_pid: int
         die_with_parent(parent_pid)  # no orphan workers (holding a model) after a kill -9 of the parent
 
     _WORKER["config"] = config
-    _WORKER["env"] = TabletopEnv(SimConfig(image_size=config.image_size, max_steps=config.max_steps))
+    _WORKER["env"] = TabletopEnv(SimConfig(image_size=config.image_size, max_steps=config.max_steps,
+                                           num_objects=config.num_objects))
     _WORKER["policy"] = make_policy(config.policy, mode=config.mode, reuse_steps=config.reuse_steps,
                                     device=config.device, unnorm_key=config.unnorm_key, api_key=config.api_key)
     if threads and "torch" in sys.modules:

@@ -38,6 +38,8 @@ class CollectConfig:
     dataset_name: str = "ecot_sim"
     max_steps: int = 80
     video: bool = False  # store the camera as mp4 (LeRobot v3.0 video) instead of PNG frames
+    num_objects: int = 4  # objects per scene: the task's own plus distractors
+    stop_at_success: bool = False  # end a demonstration when its task is achieved (no retreat frames)
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).
@@ -45,12 +47,14 @@ class CollectConfig:
             raise UsageError(f"unknown task family {self.task!r}; expected 'all' or one of {', '.join(FAMILIES)}")
         if self.split not in SPLITS:
             raise UsageError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
-        for name in ("episodes", "workers", "max_attempts", "max_steps"):
+        for name in ("episodes", "workers", "max_attempts", "max_steps", "num_objects"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < MIN_IMAGE_SIZE:
             raise UsageError(f"image_size must be an integer of at least {MIN_IMAGE_SIZE} pixels, got {self.image_size!r}")
+        if self.num_objects < 2:
+            raise UsageError(f"num_objects must be at least 2 (a task object and a target or distractor), got {self.num_objects}")
         if self.max_steps < 2:
             raise UsageError(f"max_steps must be at least 2, got {self.max_steps}")
         if not self.dataset_name or "/" in self.dataset_name:
@@ -87,8 +91,11 @@ def stack_ground_truth(task, gts: list[dict]) -> GroundTruth:
     )
 
 
-def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None):
-    """Run the scripted expert once; returns the :class:`Episode` (with ground truth)."""
+def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None, stop_at_success: bool = False):
+    """Run the scripted expert once; returns the :class:`Episode` (with ground truth).
+
+    ``stop_at_success`` ends the demonstration at the first step where the task is achieved, so
+    its last frames are not the expert's retreat (which a policy can confuse with the start)."""
     from ecot.data.episode import Episode, GroundTruth
     from ecot.sim.expert import ScriptedExpert
 
@@ -105,6 +112,8 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
         gts.append(env.ground_truth())
         actions.append(action)
         obs, _, _, _, _ = env.step(action)
+        if stop_at_success and env.success():
+            break
     # The final observation closes the episode with a no-motion action.
     images.append(obs["image"])
     states.append(obs["state"])
@@ -131,21 +140,22 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(image_size: int, max_steps: int, parent_pid: int | None = None) -> None:
+def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, parent_pid: int | None = None) -> None:
     from ecot.sim.env import SimConfig, TabletopEnv
 
     if parent_pid is not None:  # a pool worker: dies with the collecting process
         die_with_parent(parent_pid)
 
-    _WORKER["env"] = TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps))
+    _WORKER["env"] = TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects))
 
 
 def _collect_one(args: tuple) -> Any:
-    index, family, split, base_seed, attempts = args
+    index, family, split, base_seed, attempts, stop_at_success = args
     env = _WORKER["env"]
     episode = None
     for attempt in range(attempts):
-        episode = record_episode(env, episode_seed(base_seed, index, attempt), family, split)
+        episode = record_episode(env, episode_seed(base_seed, index, attempt), family, split,
+                                 stop_at_success=stop_at_success)
         episode.metadata["attempt"] = attempt
         if episode.metadata["success"]:
             break
@@ -178,6 +188,8 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
     if meta_path.exists():
         previous = json.loads(meta_path.read_text())
         previous.setdefault("video", False)  # collections made before --video existed
+        previous.setdefault("num_objects", 4)  # ... and before --num-objects / --stop-at-success
+        previous.setdefault("stop_at_success", False)
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "
@@ -188,13 +200,13 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
     tmp.write_text(json.dumps(config.identity(), indent=2))
     os.replace(tmp, meta_path)
     start = len(writer)
-    jobs = [(k, config.families[k % len(config.families)], config.split, config.seed, config.max_attempts)
-            for k in range(start, config.episodes)]
+    jobs = [(k, config.families[k % len(config.families)], config.split, config.seed, config.max_attempts,
+             config.stop_at_success) for k in range(start, config.episodes)]
     successes = 0
     bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
     try:
         if config.workers == 1 or len(jobs) <= 1:
-            _worker_init(config.image_size, config.max_steps)
+            _worker_init(config.image_size, config.max_steps, config.num_objects)
             results = map(_collect_one, jobs)
             pool = None
         else:
@@ -204,7 +216,8 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
 
             ensure_gl_backend()  # probe once here; the workers inherit MUJOCO_GL
             pool = mp.get_context("spawn").Pool(config.workers, initializer=_worker_init,
-                                                initargs=(config.image_size, config.max_steps, os.getpid()))
+                                                initargs=(config.image_size, config.max_steps, config.num_objects,
+                                                          os.getpid()))
             results = pool.imap(_collect_one, jobs)  # ordered: episodes are written in index order
         try:
             for episode, pngs in results:

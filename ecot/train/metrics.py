@@ -73,15 +73,71 @@ def batch_sums(
     out["action_l1_sum"] = 0.0
     out["action_l1_count"] = 0.0
     if action_tokenizer is not None and action_stats is not None and "action" in batch:
-        rows = action.sum(1) == ACTION_DIM  # sequences holding all 7 action ids
-        if bool(rows.any()):
-            pred_ids = predictions[rows][action[rows]].view(-1, ACTION_DIM).cpu().numpy()
-            # A prediction outside the action range counts at the nearest action bin.
-            pred_ids = pred_ids.clip(action_tokenizer.first_id, action_tokenizer.last_id)
-            pred = action_stats.unnormalize(action_tokenizer.decode(pred_ids))
-            truth = batch["action"][rows.cpu()].double().numpy()
+        rows = action_rows(predictions, targets, action, batch)
+        if rows is not None:
+            pred_ids, _, truth = rows
+            pred = action_stats.unnormalize(action_tokenizer.decode(pred_ids.clip(action_tokenizer.first_id,
+                                                                                  action_tokenizer.last_id)))
             out["action_l1_sum"] = float(abs(pred - truth).sum())
             out["action_l1_count"] = float(truth.size)
+    return out
+
+
+def action_rows(predictions: torch.Tensor, targets: torch.Tensor, action: torch.Tensor, batch: dict[str, Any]):
+    """(predicted ids, true ids, true actions), each ``[N, 7]`` numpy, for the sequences holding all 7
+    action ids; None when there is none. A prediction outside the action range is kept as it is."""
+    rows = action.sum(1) == ACTION_DIM
+    if not bool(rows.any()):
+        return None
+    pred_ids = predictions[rows][action[rows]].view(-1, ACTION_DIM).cpu().numpy()
+    true_ids = targets[rows][action[rows]].view(-1, ACTION_DIM).cpu().numpy()
+    truth = batch["action"][rows.cpu()].double().numpy()
+    return pred_ids, true_ids, truth
+
+
+@torch.no_grad()
+def action_rows_of(logits: torch.Tensor, batch: dict[str, Any]):
+    """:func:`action_rows` of a forward pass's logits (greedy predictions, as in :func:`batch_sums`)."""
+    input_ids = batch["input_ids"].to(logits.device)
+    seq_len = input_ids.shape[1]
+    predictions = text_logits(logits, seq_len).argmax(-1)
+    action = batch["segments"].to(logits.device)[:, 1:] == SEG_ACTION
+    return action_rows(predictions, input_ids[:, 1:], action, batch)
+
+
+ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+
+
+def action_baselines(pred_ids, true_ids, truth, action_tokenizer: ActionTokenizer, action_stats: Any) -> dict[str, float]:
+    """The policy's action metrics per dimension, beside two trivial predictors on the same steps.
+
+    * ``majority``: each dimension's most common token *on these very steps* (so it is, if anything,
+      stronger than a majority learned from the training split);
+    * ``zero_motion``: no translation or rotation, the gripper at the majority token's value.
+
+    Accuracy is exact token match; L1 is in the action's own units (m, rad, gripper 0..1), after
+    unnormalization. A predicted id outside the action range counts at the nearest action bin.
+    """
+    import numpy as np
+
+    lo, hi = action_tokenizer.first_id, action_tokenizer.last_id
+    pred_ids, true_ids, truth = np.asarray(pred_ids), np.asarray(true_ids), np.asarray(truth, dtype=np.float64)
+    majority_ids = np.array([np.bincount(true_ids[:, d] - lo, minlength=hi - lo + 1).argmax() + lo
+                             for d in range(true_ids.shape[1])])
+    model = action_stats.unnormalize(action_tokenizer.decode(pred_ids.clip(lo, hi)))
+    majority = action_stats.unnormalize(action_tokenizer.decode(np.broadcast_to(majority_ids, true_ids.shape)))
+    zero = np.zeros_like(truth)
+    zero[:, -1] = majority[:, -1]
+    out: dict[str, float] = {"steps": float(len(truth))}
+    for name, correct, guess in (("", pred_ids == true_ids, model), ("majority_", true_ids == majority_ids, majority),
+                                 ("zero_motion_", None, zero)):
+        if correct is not None:
+            out[f"{name}action_accuracy"] = float(correct.mean())
+        out[f"{name}action_l1"] = float(abs(guess - truth).mean())
+        for d, dim in enumerate(ACTION_NAMES[: truth.shape[1]]):
+            if correct is not None:
+                out[f"{name}action_accuracy_{dim}"] = float(correct[:, d].mean())
+            out[f"{name}action_l1_{dim}"] = float(abs(guess[:, d] - truth[:, d]).mean())
     return out
 
 
