@@ -65,15 +65,22 @@ def test_tiny_model_overfits_and_exports(tmp_path):
     assert (tmp_path / "run" / "final" / "tokenizer.json").is_file()
 
 
-def test_kill_and_resume_reproduces_the_losses(tmp_path):
+@pytest.mark.parametrize("finetune", ["full", pytest.param("lora", marks=pytest.mark.slow)])
+def test_kill_and_resume_reproduces_the_losses(tmp_path, finetune):
+    """A real training process SIGKILLed after a checkpoint, then resumed, logs the uninterrupted
+    run's losses step for step and ends with its weights (full fine-tuning and LoRA)."""
+    from ecot.model.vla import VLA
+
     steps = 10
+    args = ["--save-every", "3", "--finetune", finetune]
     ref = tmp_path / "ref"
-    subprocess.run([sys.executable, str(RUN_TINY), str(ref), str(steps)], check=True, env=_env(), capture_output=True)
+    subprocess.run([sys.executable, str(RUN_TINY), str(ref), str(steps), "--finetune", finetune], check=True, env=_env(),
+                   capture_output=True)
     reference = dict(_losses(ref))
     assert sorted(reference) == list(range(1, steps + 1))
 
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(RUN_TINY), str(run), str(steps), "--save-every", "3"], env=_env(),
+    proc = subprocess.Popen([sys.executable, str(RUN_TINY), str(run), str(steps), *args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (run / "checkpoints" / "step_000003" / ckpt.STATE_FILE).exists():
@@ -82,17 +89,28 @@ def test_kill_and_resume_reproduces_the_losses(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it was killed"
     killed_at = max(step for step, _ in _losses(run))
-    assert killed_at < steps, "the run finished before it was killed"
+    assert killed_at < steps and not (run / "final").exists()
     resumed_from = ckpt.list_checkpoints(run)[-1][0]
+    if finetune == "lora":  # the checkpoint holds the adapters (what a LoRA run needs to go on)
+        state = ckpt.load_state(ckpt.latest_checkpoint(run))
+        assert state["step"] == resumed_from and state["adapters"] and all("lora_" in k for k in state["adapters"])
 
-    subprocess.run([sys.executable, str(RUN_TINY), str(run), str(steps), "--save-every", "3"], check=True, env=_env(), capture_output=True)
+    subprocess.run([sys.executable, str(RUN_TINY), str(run), str(steps), *args], check=True, env=_env(), capture_output=True)
     rows = _losses(run)
     # Every logged step, before the kill and after resuming, equals the uninterrupted run.
     for step, loss in rows:
         assert loss == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (step, loss, reference[step])
     after = [step for step, _ in rows[killed_at:]]
     assert after == list(range(resumed_from + 1, steps + 1))
+    assert ckpt.load_state(ckpt.latest_checkpoint(run))["step"] == steps
+    # The final model loads on its own and has the uninterrupted run's weights.
+    final, expected = ckpt.load_model_weights(run / "final"), ckpt.load_model_weights(ref / "final")
+    assert final.keys() == expected.keys()
+    for name in final:
+        torch.testing.assert_close(final[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert VLA.from_pretrained(run / "final", progress=False).num_patches > 0
 
 
 def test_lora_export_equals_the_adapted_model(tmp_path):
