@@ -32,7 +32,7 @@ def _random_model(trained, seed: int, layers: int | None = None) -> VLA:
 
 
 def _memorized_text(model, i: int) -> str:
-    ids = model.processor.action_tokenizer.encode(np.array(SCENES[i]["action"])).tolist()
+    ids = _hand_action_ids(SCENES[i]["action"], model.processor.tokenizer.vocab_size)
     return SCENES[i]["reasoning"] + " ACTION: " + model.processor.tokenizer.decode(ids)
 
 
@@ -41,14 +41,14 @@ def _memorized_text(model, i: int) -> str:
 
 def test_trained_policy_writes_its_memorized_reasoning_and_action(trained):
     policy = ECoTPolicy(trained)
-    stats = trained.processor.norm_stats.get("sim_tabletop").action
     for i, scene in enumerate(SCENES):
         out = policy.step(scene_image(i, noise_seed=7), scene["instruction"])
         assert out.text == _memorized_text(trained, i)
         assert out.reasoning.problems == [] and out.reasoning == Reasoning.parse(scene["reasoning"])
-        expected = trained.processor.action_tokenizer.decode(trained.processor.action_tokenizer.encode(np.array(scene["action"])))
-        np.testing.assert_allclose(out.normalized_action, expected)
-        np.testing.assert_allclose(out.action, stats.unnormalize(expected))
+        vocab = trained.processor.tokenizer.vocab_size
+        assert out.action_ids == _hand_action_ids(scene["action"], vocab)
+        np.testing.assert_allclose(out.normalized_action, _hand_centers(out.action_ids, vocab), atol=1e-9)
+        np.testing.assert_allclose(out.action, _hand_unnormalized(out.action_ids, vocab), atol=1e-6)
         assert out.unnorm_key == "sim_tabletop" and out.timings["tokens_decoded"] > 7
 
 
@@ -64,9 +64,13 @@ def _hand_action_ids(action, vocab_size: int) -> list[int]:
 def _hand_unnormalized(ids, vocab_size: int) -> list[float]:
     """Back to the bin center (-1 + (d - 0.5) * step, d clipped to 255), then BOUNDS_Q99 with the test
     statistics (q01 = -0.5, q99 = 0.5 on the six masked dimensions: x / 2; the gripper passes through)."""
-    step = 2.0 / 255
-    centers = [-1.0 + (min(vocab_size - i, 255) - 0.5) * step for i in ids]
+    centers = _hand_centers(ids, vocab_size)
     return [c / 2 for c in centers[:6]] + [centers[6]]
+
+
+def _hand_centers(ids, vocab_size: int) -> list[float]:
+    """Bin centers: d = vocab_size - id, clipped to 1..255; center = -1 + (d - 0.5) * 2/255."""
+    return [-1.0 + (min(max(vocab_size - i, 1), 255) - 0.5) * (2.0 / 255) for i in ids]
 
 
 def test_predict_action_on_the_trained_model_returns_the_memorized_action(trained):
