@@ -1,6 +1,6 @@
 """Actions: the 256-bin action tokenizer and per-dataset normalization statistics.
 
-Facts reproduced from the released OpenVLA/ECoT checkpoints (FORMATS.md §5):
+Facts reproduced from the released OpenVLA/ECoT checkpoints (docs/formats.md §5):
 
 * normalization "BOUNDS_Q99": ``clip(2 * (a - q01) / (q99 - q01) - 1, -1, 1)`` where the mask is
   true; values where the mask is false (the binarized gripper) pass through unchanged;

@@ -1,4 +1,4 @@
-"""Chat prompts of the OpenVLA / ECoT family (FORMATS.md §3).
+"""Chat prompts of the OpenVLA / ECoT family (docs/formats.md §3).
 
 Two styles, chosen by the checkpoint's language backbone:
 

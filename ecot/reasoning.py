@@ -1,6 +1,6 @@
 """The ECoT reasoning language: tags, the typed :class:`Reasoning`, its text form and a parser.
 
-The text form is byte-for-byte what the original training pipeline builds (FORMATS.md §2)::
+The text form is byte-for-byte what the original training pipeline builds (docs/formats.md §2)::
 
     TASK: {task} PLAN: {plan} VISIBLE OBJECTS: {objects} SUBTASK REASONING: {..} SUBTASK: {..}
     MOVE REASONING: {..} MOVE: {..} GRIPPER POSITION: {points}
@@ -33,7 +33,7 @@ ACTION = "ACTION:"
 TAGS = [TASK, PLAN, VISIBLE_OBJECTS, SUBTASK_REASONING, SUBTASK, MOVE_REASONING, MOVE, GRIPPER_POSITION, ACTION]
 REASONING_TAGS = TAGS[:-1]
 
-# Tag -> Reasoning attribute, and tag -> key of the embodied-features file (FORMATS.md §1).
+# Tag -> Reasoning attribute, and tag -> key of the embodied-features file (docs/formats.md §1).
 TAG_TO_FIELD = {
     TASK: "task",
     PLAN: "plan",

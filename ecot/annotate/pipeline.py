@@ -2,7 +2,7 @@
 
 :class:`AnnotateConfig` names a backend per stage; :func:`build_stages` makes them (model
 backends load lazily, on the first episode); :func:`annotate_episode` returns the episode's
-entry of the embodied-features file (FORMATS.md §4) — deterministic for deterministic backends.
+entry of the embodied-features file (docs/formats.md §4) — deterministic for deterministic backends.
 """
 
 from __future__ import annotations

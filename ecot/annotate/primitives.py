@@ -1,4 +1,4 @@
-"""Move primitives from proprioception, with exactly the original ECoT semantics (FORMATS.md §6).
+"""Move primitives from proprioception, with exactly the original ECoT semantics (docs/formats.md §6).
 
 For every step t < T-1 the window is ``states[t : t+4]`` (shorter at the end) and
 ``diff = window[-1] - window[0]``. If the summed absolute translation exceeds ``3 * threshold``
@@ -103,7 +103,7 @@ def describe_all(vectors: np.ndarray) -> list[str]:
 
 
 def label_trajectory(states: np.ndarray, threshold: float = THRESHOLD) -> list[tuple[str, np.ndarray]]:
-    """Per step ``(description, move_vector)`` for a [T, 7] state trajectory (FORMATS.md §6)."""
+    """Per step ``(description, move_vector)`` for a [T, 7] state trajectory (docs/formats.md §6)."""
     vec = move_vectors(states, threshold)
     return list(zip(describe_all(vec), list(vec)))
 

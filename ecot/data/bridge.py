@@ -1,5 +1,5 @@
 """The Bridge (``bridge_orig``) episode transform of the original training pipeline, and the
-reasoning join it implies (FORMATS.md §8).
+reasoning join it implies (docs/formats.md §8).
 
 The original pipeline drops the first step, binarizes the gripper action, relabels the six
 movement dimensions as state differences and drops the last step. Step indices are assigned

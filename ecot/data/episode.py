@@ -3,7 +3,7 @@ training consume it.
 
 An episode is T steps of one camera image, a proprio state and an action, plus the language
 instruction and metadata. ``file_path`` and ``episode_id`` in the metadata key the join with
-the embodied-features file (FORMATS.md §4). Sim episodes also carry ground truth.
+the embodied-features file (docs/formats.md §4). Sim episodes also carry ground truth.
 """
 
 from __future__ import annotations

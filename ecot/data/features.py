@@ -1,6 +1,6 @@
 """The embodied-features file, in the layout of the released ``embodied_features_bridge.json``.
 
-Layout (FORMATS.md §4)::
+Layout (docs/formats.md §4)::
 
     {file_path: {episode_id: {"reasoning": {step: {task, plan, subtask, subtask_reason, move, move_reason}},
                                "features": {"gripper_position": [[x, y], ...], "bboxes": [[[score, name, box], ...], ...],

@@ -8,9 +8,9 @@ floats, ``steps/observation/image_0`` T encoded images, ``steps/is_first`` T int
 episode features are single values (``episode_metadata/file_path``).
 
 :class:`RLDSDataset` yields :class:`ecot.data.episode.Episode` with ``file_path`` and
-``episode_id`` from the episode metadata (the keys of the reasoning join, FORMATS.md §4).
+``episode_id`` from the episode metadata (the keys of the reasoning join, docs/formats.md §4).
 With ``bridge_transform=True`` it applies the original training pipeline's Bridge transform
-(:func:`ecot.data.bridge.bridge_transform`, FORMATS.md §8). :func:`write_rlds` writes episodes in the same layout.
+(:func:`ecot.data.bridge.bridge_transform`, docs/formats.md §8). :func:`write_rlds` writes episodes in the same layout.
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ class RLDSDataset(EpisodeDataset):
         if self.apply_bridge_transform:
             from ecot.data.bridge import RAW_OFFSET_KEY
 
-            meta[RAW_OFFSET_KEY] = 1  # frame t was raw step t + 1 (FORMATS.md §8)
+            meta[RAW_OFFSET_KEY] = 1  # frame t was raw step t + 1 (docs/formats.md §8)
         return Episode(images=images, states=states, actions=actions, instruction=self._instruction(ex), metadata=meta)
 
     def step(self, i: int, t: int) -> Step:

@@ -1,6 +1,6 @@
 """Configuration of the VLA: the fields of a released OpenVLA/ECoT ``config.json`` plus presets.
 
-A released ``config.json`` (FORMATS.md §7) names its vision towers by timm model id
+A released ``config.json`` (docs/formats.md §7) names its vision towers by timm model id
 (``timm_model_ids``) and saves only a stub of the Llama config (``text_config``); everything
 else follows from those ids and from transformers' ``LlamaConfig`` defaults. This module holds
 the table of known towers (:data:`VIT_SPECS`), :class:`VLAConfig` and its presets, from the
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-# Per-channel normalization of each tower family (FORMATS.md §7). DINOv2's are the ImageNet
+# Per-channel normalization of each tower family (docs/formats.md §7). DINOv2's are the ImageNet
 # statistics rounded to bf16, exactly as the released processor config holds them.
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)

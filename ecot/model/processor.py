@@ -1,6 +1,6 @@
 """Images and text in the model's format: preprocessing, tokenizer, prompt style, action tokens.
 
-Image preprocessing reproduces the released processor (FORMATS.md §7) without torchvision:
+Image preprocessing reproduces the released processor (docs/formats.md §7) without torchvision:
 
 * ``letterbox``: pad to a square with fill (127, 127, 127) — ``int((max - side) / 2)`` on each
   side, so an odd difference leaves it one pixel short — then resize the shorter side to the

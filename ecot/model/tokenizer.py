@@ -5,7 +5,7 @@ It behaves like the Llama SentencePiece tokenizer of the released checkpoints wh
 * ids 0, 1, 2 are ``<unk>``, ``<s>`` (BOS, added automatically), ``</s>`` (EOS, recognized in text);
 * SentencePiece-style ``▁`` word boundaries with byte fallback (any text encodes, no ``<unk>``);
 * ``<PAD>`` is added after the base vocabulary (id == ``vocab_size``, like Llama's 32000);
-* the last ``n_action_bins`` ids of the base vocabulary are the action tokens (FORMATS.md §5).
+* the last ``n_action_bins`` ids of the base vocabulary are the action tokens (docs/formats.md §5).
 
 Unlike Llama (whose action ids are ordinary rare characters that do not always re-encode to
 themselves), each action id here is one private-use character registered as an added token:

@@ -2,7 +2,7 @@
 
 A fused backbone (DINOv2 + SigLIP) takes a 6-channel image, channels 0-2 normalized for the
 first tower and 3-5 for the second, and concatenates the two patch feature maps on the channel
-axis (FORMATS.md §7). Module names match the released checkpoints:
+axis (docs/formats.md §7). Module names match the released checkpoints:
 ``vision_backbone.featurizer``, ``vision_backbone.fused_featurizer``, ``projector.fc1..fc3``.
 """
 

@@ -10,7 +10,7 @@ One class covers both towers of the OpenVLA/ECoT family (driven by :class:`~ecot
   parameter is called ``scale_factor`` (the name OpenVLA's checkpoints use instead of ``gamma``).
 
 All blocks are pre-norm with LayerNorm eps 1e-6. The VLA feature is the output of the
-second-to-last block with the prefix tokens removed and no final norm (FORMATS.md §7).
+second-to-last block with the prefix tokens removed and no final norm (docs/formats.md §7).
 """
 
 from __future__ import annotations

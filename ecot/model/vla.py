@@ -1,7 +1,7 @@
 """The VLA: vision towers + projector + transformers' Llama, one class for every size.
 
 The sequence the language model sees is ``[BOS] + projected patches + prompt tokens after BOS``
-(FORMATS.md §7). The model does forward passes and generation only; :meth:`VLA.predict_action`
+(docs/formats.md §7). The model does forward passes and generation only; :meth:`VLA.predict_action`
 is a thin wrapper over :func:`ecot.policy.free.predict_action` (the original release's decoding)
 and :class:`ecot.policy.ECoTPolicy` is the control-loop runtime.
 """

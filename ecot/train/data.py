@@ -9,7 +9,7 @@ resumed run sees exactly the same samples.
 Reasoning is joined by the original key ``f"{file_path}_{episode_id}_{step}"`` with the step
 from :func:`ecot.data.bridge.reasoning_step`: ``"aligned"`` (default) gives each frame the
 reasoning of its own raw step; ``"original"`` reproduces the released training data's one-step
-offset on Bridge-transformed episodes (FORMATS.md §8). For our own datasets both are the same.
+offset on Bridge-transformed episodes (docs/formats.md §8). For our own datasets both are the same.
 """
 
 from __future__ import annotations

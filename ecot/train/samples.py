@@ -1,6 +1,6 @@
 """One training step -> token ids, labels and a segment mask, exactly as the ECoT recipe builds them.
 
-The text is ``training_text(instruction, reasoning, action_text, style)`` (FORMATS.md §2-3):
+The text is ``training_text(instruction, reasoning, action_text, style)`` (docs/formats.md §2-3):
 the prompt, the (possibly dropped-out) reasoning, ``ACTION:``, the 7 action tokens and ``</s>``,
 tokenized with BOS. ``action_text`` is the tokenizer's decoding of the 7 action ids; after
 tokenizing the whole text we check that exactly those ids sit right before EOS, because a

@@ -10,8 +10,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def valid_answer(prompt: str) -> str:
-    """A well-formed reasoning answer for the features dictionary embedded in the prompt."""
+def valid_answer(prompt: str, move: str | None = None) -> str:
+    """A well-formed reasoning answer for the features dictionary embedded in the prompt.
+
+    ``move``: answer this move for every step instead of copying the prompt's (a model that gets
+    the move wrong)."""
     start = prompt.index("{", prompt.index("as a dictionary:"))
     features, _ = json.JSONDecoder().raw_decode(prompt, start)
     steps = {}
@@ -21,16 +24,19 @@ def valid_answer(prompt: str) -> str:
             "plan": ["reach the object", "grasp it", "carry it", "release it"],
             "subtask": "reach the object",
             "subtask_reason": f"step {key} of the demonstration",
-            "move": step["move"],
+            "move": step["move"] if move is None else move,
             "move_reason": f"the gripper is at {step.get('gripper')}",
         }
     return "Here is the annotation:\n```json\n" + json.dumps(steps) + "\n```"
 
 
 class ScriptedLLMServer:
-    """``script`` items: dict(status=int, text=str, truncated=bool, headers=dict, raw=str)."""
+    """``script`` items: dict(status=int, text=str, truncated=bool, headers=dict, raw=str).
 
-    def __init__(self):
+    ``wrong_move``: when set, the generated answers (empty script) give this move for every step."""
+
+    def __init__(self, wrong_move: str | None = None):
+        self.wrong_move = wrong_move
         self.script: list[dict] = []
         self.requests: list[dict] = []
         self.lock = threading.Lock()
@@ -96,7 +102,7 @@ class ScriptedLLMServer:
         if "raw" in item:
             handler._send(200, None, raw=item["raw"])
             return
-        text = item["text"] if "text" in item else valid_answer(body["messages"][1]["content"])
+        text = item["text"] if "text" in item else valid_answer(body["messages"][1]["content"], self.wrong_move)
         handler._send(200, {
             "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -114,7 +120,7 @@ class ScriptedLLMServer:
         if "raw" in item:
             handler._send(200, None, raw=item["raw"])
             return
-        text = item["text"] if "text" in item else valid_answer(body["contents"][0]["parts"][0]["text"])
+        text = item["text"] if "text" in item else valid_answer(body["contents"][0]["parts"][0]["text"], self.wrong_move)
         handler._send(200, {
             "candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
                             "finishReason": "MAX_TOKENS" if item.get("truncated") else "STOP", "index": 0}],

@@ -160,6 +160,50 @@ def test_end_to_end_run_with_openai_backend(server, tmp_path):
     assert len(server.requests) == n
 
 
+WRONG_MOVE = "move backward, rotate clockwise"  # never a measured primitive here
+
+
+@pytest.mark.parametrize("kind", ["openai", "gemini"])
+def test_measured_move_overrides_a_wrong_model_move(kind):
+    """The model answers every step with a wrong MOVE; the stored move is still the measured one."""
+    with ScriptedLLMServer(wrong_move=WRONG_MOVE) as wrong:
+        result = LLMReasoner(make_client(kind, wrong, [])).reason(features(), PRIMITIVES)
+        sent = wrong.requests
+    assert len(sent) == 1  # the wrong answer was accepted (parsed), not retried away
+    assert [result[str(i)]["move"] for i in range(len(PRIMITIVES))] == PRIMITIVES
+    # ... while the model's other fields were kept, so the answer really was used
+    assert all(r["subtask"] == "reach the object" and r["move_reason"].startswith("the gripper is at") for r in result.values())
+
+
+def test_measured_move_overrides_a_wrong_model_move_end_to_end(tmp_path):
+    """Through the whole annotation run: features file, reasoning strings and their MOVE tag."""
+    from ecot.annotate.pipeline import AnnotateConfig
+    from ecot.annotate.runner import FEATURES_NAME, RunConfig, run_annotation
+    from ecot.data.features import iter_feature_episodes, iter_reasoning_strings
+    from ecot.reasoning import Reasoning
+
+    from annotate_synthetic import SyntheticDataset
+
+    with ScriptedLLMServer(wrong_move=WRONG_MOVE) as wrong:
+        config = RunConfig(dataset_dir="synthetic", out_dir=str(tmp_path), progress=False,
+                           annotate=AnnotateConfig(reasoning="openai", llm_model="m", llm_base_url=wrong.url + "/v1"))
+        summary = run_annotation(config, lambda: SyntheticDataset(n=2))
+        assert summary.complete and not summary.failed and len(wrong.requests) == 2
+    assert WRONG_MOVE not in (tmp_path / FEATURES_NAME).read_text()
+    measured = {}
+    for file_path, episode_id, entry in iter_feature_episodes(tmp_path / FEATURES_NAME):
+        measured[file_path, episode_id] = entry["features"]["move_primitive"]
+        assert [entry["reasoning"][str(t)]["move"] for t in range(len(measured[file_path, episode_id]))] == \
+            measured[file_path, episode_id]
+    checked = 0
+    for file_path, episode_id, step, text in iter_reasoning_strings(tmp_path / FEATURES_NAME):  # the training text
+        parsed = Reasoning.parse(text)
+        assert parsed.move == measured[file_path, episode_id][step], text
+        assert parsed.subtask == "reach the object"  # the LLM's own field made it in
+        checked += 1
+    assert checked == sum(len(SyntheticDataset(n=2)[i]) for i in range(2))
+
+
 # ---------------------------------------------------------------------- strict parser properties
 
 _text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
@@ -180,10 +224,48 @@ def test_parser_round_trip(n, data):
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200), st.integers(1, 4))
 def test_parser_rejects_garbage_with_its_own_error(text, n):
-    try:
+    # Random text cannot hold n steps of six string fields: it must be rejected, with a reason,
+    # and with the parser's own error (any other exception propagates and fails the test).
+    with pytest.raises(ReasoningParseError) as err:
         parse_reasoning_answer(text, n)
-    except ReasoningParseError as err:
-        assert str(err)
+    assert str(err.value).strip()
+
+
+def _good_steps(n):
+    return {str(i): {f: f"{f} {i}" for f in FIELDS} for i in range(n)}
+
+
+_CORRUPTIONS = {
+    "drop a step": lambda s, i, f: {k: v for k, v in s.items() if k != str(i)},
+    "drop a field": lambda s, i, f: {**s, str(i): {k: v for k, v in s[str(i)].items() if k != f}},
+    "a number for a field": lambda s, i, f: {**s, str(i): {**s[str(i)], f: 3}},
+    "null for a field": lambda s, i, f: {**s, str(i): {**s[str(i)], f: None}},
+    "a step that is a list": lambda s, i, f: {**s, str(i): list(s[str(i)].values())},
+    "an extra key": lambda s, i, f: {**s, "extra": s[str(i)]},
+}
+_REASONS = {"drop a step": "steps missing", "drop a field": "lacks", "a number for a field": "must be a string",
+            "null for a field": "must be a string", "a step that is a list": "must be an object",
+            "an extra key": "unexpected keys"}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 5), st.data())
+def test_parser_rejects_near_valid_answers_with_the_reason(n, data):
+    """A valid answer that was damaged in one place is refused, saying what is wrong."""
+    steps = _good_steps(n)
+    assert len(parse_reasoning_answer(json.dumps(steps), n)) == n  # the undamaged answer is accepted
+    kind = data.draw(st.sampled_from(sorted(_CORRUPTIONS) + ["truncated"]))
+    if kind == "truncated":  # every strict prefix of the JSON object (an answer cut off) is refused
+        text = json.dumps(steps)
+        text = text[: data.draw(st.integers(0, len(text) - 1))]
+        with pytest.raises(ReasoningParseError):
+            parse_reasoning_answer(text, n)
+        return
+    i = data.draw(st.integers(0, n - 1))
+    f = data.draw(st.sampled_from(FIELDS))
+    damaged = _CORRUPTIONS[kind](steps, i, f)
+    with pytest.raises(ReasoningParseError, match=_REASONS[kind]):
+        parse_reasoning_answer("Here you go:\n```json\n" + json.dumps(damaged) + "\n```", n)
 
 
 def test_cli_with_llm_flags(server, sim_dataset, tmp_path, monkeypatch, capsys):

@@ -165,8 +165,24 @@ def test_transformers_captioner_code_path():
                                 bos_token_id=1, eos_token_id=2, pad_token_id=0),
         image_token_index=4, vision_feature_select_strategy="default", vision_feature_layer=-1,
     )
-    captioner = TransformersCaptioner(TransformersCaptionerConfig(max_new_tokens=6),
-                                      model=LlavaForConditionalGeneration(cfg).eval(), processor=processor)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    # Make the language model a fixed bigram chain, so that its greedy answer is known by hand:
+    # attention and MLP outputs are zeroed, so the last hidden state is the current token's one-hot
+    # embedding (scaled by the final RMSNorm), and the LM head maps token i to the logit of next[i].
+    nxt = {w: w for w in words}
+    nxt.update({":": "red", "red": "block", "block": ",", ",": "blue", "blue": "bowl", "bowl": "</s>"})
+    lm = model.model.language_model
+    with torch.no_grad():
+        for layer in lm.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        lm.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for i, w in enumerate(words):
+            lm.embed_tokens.weight[i, i] = 1.0
+            model.lm_head.weight[words.index(nxt[w]), i] = 1.0
+    captioner = TransformersCaptioner(TransformersCaptionerConfig(max_new_tokens=6), model=model, processor=processor)
     caption, phrases = captioner.caption(pick_place_episode(0))
-    assert caption.startswith("a robot arm over a table")
-    assert all(set(p.split()) <= set(words) for p in phrases)
+    # The prompt ends with "assistant :", so the model says "red block , blue bowl" and stops.
+    assert phrases == ["red block", "blue bowl"]
+    assert caption == "a robot arm over a table with red block and blue bowl"

@@ -63,6 +63,39 @@ def test_outputs_complete_and_readable(reference):
     assert table.column("reasoning").to_pylist()[0] == strings_by_key(strings)[("synthetic/shard_0.tfrecord", "0", 0)]
 
 
+def test_annotation_entry_layout(reference):
+    """The per-episode entry our annotator writes (docs/formats.md, "Our annotation output")."""
+    out, _ = reference
+    dataset = SyntheticDataset(n=6)
+    lengths = {(dataset[i].file_path, str(dataset[i].episode_id)): len(dataset[i]) for i in range(6)}
+    seen = set()
+    for file_path, episode_id, entry in iter_feature_episodes(out / FEATURES_NAME):
+        t = lengths[file_path, episode_id]
+        seen.add((file_path, episode_id))
+        assert set(entry) == {"reasoning", "features", "metadata"}
+        assert list(entry["reasoning"]) == [str(i) for i in range(t)]
+        for step in entry["reasoning"].values():
+            assert set(step) == {"task", "plan", "subtask", "subtask_reason", "move", "move_reason"}
+            assert all(isinstance(v, str) and "@" not in v for v in step.values())
+        feats = entry["features"]
+        assert set(feats) == {"gripper_position", "bboxes", "move_primitive", "move_vector", "caption", "state_3d"}
+        assert "gripper_positions" not in feats  # the loader's singular key, not the original generator's plural
+        assert all(len(feats[k]) == t for k in ("gripper_position", "bboxes", "move_primitive", "move_vector", "state_3d"))
+        assert all(len(p) == 2 and all(isinstance(c, int) for c in p) for p in feats["gripper_position"])
+        for boxes in feats["bboxes"]:
+            for score, name, box in boxes:
+                assert isinstance(score, float) and isinstance(name, str) and len(box) == 4
+                assert all(isinstance(c, int) for c in box) and box[0] <= box[2] and box[1] <= box[3]
+        assert all(len(v) == 7 and set(v) <= {-1, 0, 1} for v in feats["move_vector"])
+        assert [entry["reasoning"][str(i)]["move"] for i in range(t)] == feats["move_primitive"]
+        assert entry["metadata"]["file_path"] == file_path and str(entry["metadata"]["episode_id"]) == episode_id
+    assert seen == set(lengths)
+    table = pq.read_table(out / STEPS_NAME)
+    assert table.column_names == ["episode_index", "frame_index", "file_path", "episode_id", "reasoning", "move_primitive",
+                                  "gripper_x", "gripper_y", "bboxes_json", "task", "plan", "subtask", "subtask_reason",
+                                  "move", "move_reason"]
+
+
 def strings_by_key(strings):
     return {(fp, ep, step): text for fp, ep, step, text in strings}
 

@@ -97,7 +97,7 @@ ORIGINAL_KEYS = ["task", "plan", "bboxes", "subtask_reason", "subtask", "move_re
 
 
 def original_style_join(raw: dict) -> dict:
-    """The original training loader's join, per FORMATS.md §2/§4, written step by step: a plain
+    """The original training loader's join, per docs/formats.md §2/§4, written step by step: a plain
     ``json.load`` of the whole file, ``gripper_position`` look-ahead, boxes, "@"-join and split."""
     out = {}
     for file_path, episodes in raw.items():

@@ -111,6 +111,16 @@ def test_missing_features_give_empty_fields_and_no_reasoning_is_skipped(tmp_path
     assert rows[("2", 0)].endswith("GRIPPER POSITION: ")
 
 
+def test_join_key_and_frames_without_an_entry(tmp_path):
+    """Frames join reasoning by the key f"{file_path}_{episode_id}_{step}"; a frame without an entry gets ""."""
+    path = write_json(tmp_path / "f.json", {"/data/a": {"7": bridge_like_entry(2)}})
+    index = ReasoningIndex.from_file(path)
+    assert set(index.texts) == {"/data/a_7_0", "/data/a_7_1"}
+    assert index.get("/data/a", "7", 1).startswith("TASK: put the carrot on the plate PLAN: ")
+    assert index.get("/data/a", 7, 1) == index.get("/data/a", "7", 1)  # ids and steps as numbers or strings
+    assert index.get("/data/a", "7", 2) == "" and index.get("/data/b", "7", 0) == ""
+
+
 _name = st.text(alphabet="abc ,[]0123", min_size=1, max_size=8)
 _box = st.lists(st.integers(0, 300), min_size=4, max_size=4)
 _value = st.text(alphabet=st.characters(blacklist_characters="@", blacklist_categories=("Cs",)), max_size=12)

@@ -46,3 +46,12 @@ def test_no_source_mentions_an_import_of_timm_or_torchvision():
     pattern = re.compile(r"^\s*(import|from)\s+(timm|torchvision)\b", re.MULTILINE)
     offenders = [p.name for p in Path(ecot.model.__path__[0]).glob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_the_suite_runs_on_transformers_5():
+    """docs/model.md says the suite is tested with transformers 5.x (the annotation backend tests import
+    transformers-5-only image processor modules); this test fails if it is run on another major version."""
+    import transformers
+
+    assert int(transformers.__version__.split(".")[0]) == 5, transformers.__version__
+    import transformers.models.clip.image_processing_pil_clip  # noqa: F401  (the first 5.x-only module those tests use)

@@ -1,4 +1,4 @@
-"""Image preprocessing reproduces the documented numbers (FORMATS.md §7)."""
+"""Image preprocessing reproduces the documented numbers (docs/formats.md §7)."""
 
 from __future__ import annotations
 

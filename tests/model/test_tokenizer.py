@@ -24,6 +24,7 @@ def test_llama_like_specials(tiny_tokenizer):
     assert tok.pad_token == "<PAD>"
     ids = tok("In: go\nOut: TASK: x</s>")["input_ids"]
     assert ids[0] == 1 and ids[-1] == 2 and ids.count(1) == 1
+    assert tok("In: go")["input_ids"][0] == 1 and 2 not in tok("In: go")["input_ids"]  # BOS added, no EOS added
 
 
 @SETTINGS

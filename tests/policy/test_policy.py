@@ -32,7 +32,7 @@ def _random_model(trained, seed: int, layers: int | None = None) -> VLA:
 
 
 def _memorized_text(model, i: int) -> str:
-    ids = model.processor.action_tokenizer.encode(np.array(SCENES[i]["action"])).tolist()
+    ids = _hand_action_ids(SCENES[i]["action"], model.processor.tokenizer.vocab_size)
     return SCENES[i]["reasoning"] + " ACTION: " + model.processor.tokenizer.decode(ids)
 
 
@@ -41,23 +41,50 @@ def _memorized_text(model, i: int) -> str:
 
 def test_trained_policy_writes_its_memorized_reasoning_and_action(trained):
     policy = ECoTPolicy(trained)
-    stats = trained.processor.norm_stats.get("sim_tabletop").action
     for i, scene in enumerate(SCENES):
         out = policy.step(scene_image(i, noise_seed=7), scene["instruction"])
         assert out.text == _memorized_text(trained, i)
         assert out.reasoning.problems == [] and out.reasoning == Reasoning.parse(scene["reasoning"])
-        expected = trained.processor.action_tokenizer.decode(trained.processor.action_tokenizer.encode(np.array(scene["action"])))
-        np.testing.assert_allclose(out.normalized_action, expected)
-        np.testing.assert_allclose(out.action, stats.unnormalize(expected))
+        vocab = trained.processor.tokenizer.vocab_size
+        assert out.action_ids == _hand_action_ids(scene["action"], vocab)
+        np.testing.assert_allclose(out.normalized_action, _hand_centers(out.action_ids, vocab), atol=1e-9)
+        np.testing.assert_allclose(out.action, _hand_unnormalized(out.action_ids, vocab), atol=1e-6)
         assert out.unnorm_key == "sim_tabletop" and out.timings["tokens_decoded"] > 7
+
+
+def _hand_action_ids(action, vocab_size: int) -> list[int]:
+    """The OpenVLA action tokens, computed here as the reference code does, without ecot: 256 bin
+    edges ``np.linspace(-1, 1, 256)``; d = ``np.digitize`` (how many edges are <= the value, 1..256);
+    token id = vocab_size - d. (Done with the same numpy calls as the reference because values that
+    sit exactly on an edge, like -0.2 here, fall on the side the float edges put them.)"""
+    edges = np.linspace(-1.0, 1.0, 256)
+    return [vocab_size - int(np.digitize(min(max(a, -1.0), 1.0), edges)) for a in action]
+
+
+def _hand_unnormalized(ids, vocab_size: int) -> list[float]:
+    """Back to the bin center (-1 + (d - 0.5) * step, d clipped to 255), then BOUNDS_Q99 with the test
+    statistics (q01 = -0.5, q99 = 0.5 on the six masked dimensions: x / 2; the gripper passes through)."""
+    centers = _hand_centers(ids, vocab_size)
+    return [c / 2 for c in centers[:6]] + [centers[6]]
+
+
+def _hand_centers(ids, vocab_size: int) -> list[float]:
+    """Bin centers: d = vocab_size - id, clipped to 1..255; center = -1 + (d - 0.5) * 2/255."""
+    return [-1.0 + (min(max(vocab_size - i, 1), 255) - 0.5) * (2.0 / 255) for i in ids]
 
 
 def test_predict_action_on_the_trained_model_returns_the_memorized_action(trained):
     """The seed's free generation (transformers generate, no forced logits) on a trained model."""
+    vocab = trained.processor.tokenizer.vocab_size
+    seen = set()
     for i, scene in enumerate(SCENES):
-        pred = trained.predict_action(scene_image(i, noise_seed=3), scene["instruction"])
+        pred = trained.predict_action(scene_image(i, noise_seed=3), scene["instruction"])  # no logits_processor
         assert pred.text == _memorized_text(trained, i)
-        assert pred.action_ids == trained.processor.action_tokenizer.encode(np.array(scene["action"])).tolist()
+        assert pred.action_ids == _hand_action_ids(scene["action"], vocab)
+        np.testing.assert_allclose(pred.action, _hand_unnormalized(pred.action_ids, vocab), atol=1e-6)
+        np.testing.assert_allclose(pred.action[:6], np.array(scene["action"][:6]) / 2, atol=1 / 255)  # within a bin
+        seen.add(tuple(pred.action_ids))
+    assert len(seen) == len(SCENES)  # each scene its own action: the image and instruction matter
 
 
 def test_grammar_decoding_equals_free_generation_where_the_model_is_grammatical(trained):

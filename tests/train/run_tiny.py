@@ -1,6 +1,11 @@
 """Train the tiny test VLA on synthetic episodes (run directly or under torchrun by the tests).
 
 usage: python run_tiny.py OUT_DIR MAX_STEPS [--strategy S] [--save-every N] [--batch-size B] [--lr LR] [--finetune full|lora]
+                          [--param-report DIR]
+
+``--param-report DIR``: each rank writes DIR/params_rank{R}.json describing the parameters of the
+model as the trainer wrapped it (class, DTensor placements, local and global sizes), so the tests
+can see that FSDP2 really sharded them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--finetune", default="full")
     parser.add_argument("--tag-dropout", type=float, default=0.3)
+    parser.add_argument("--param-report", default=None)
     args = parser.parse_args()
     episodes = make_episodes(2, 3)
     reasoning = reasoning_for(episodes)
@@ -49,9 +55,27 @@ def main() -> int:
         tensorboard=False,
         progress=False,
     )
-    result = Trainer(config, model, processor, data, action_stats=stats.action).fit()
+    trainer = Trainer(config, model, processor, data, action_stats=stats.action)
+    if args.param_report:
+        report_params(trainer, Path(args.param_report))
+    result = trainer.fit()
     print(json.dumps(result))
     return 0
+
+
+def report_params(trainer: Trainer, dest: Path) -> None:
+    from torch.distributed.tensor import DTensor
+
+    params = {}
+    for name, p in trainer.model.named_parameters():
+        entry = {"class": type(p).__name__, "dtensor": isinstance(p, DTensor), "numel": p.numel()}
+        if isinstance(p, DTensor):
+            entry.update(placements=[[type(x).__name__, getattr(x, "dim", None)] for x in p.placements], mesh_size=p.device_mesh.size(),
+                         local_numel=p.to_local().numel())
+        params[name] = entry
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"params_rank{trainer.info.rank}.json").write_text(json.dumps(
+        {"strategy": trainer.strategy, "world_size": trainer.info.world_size, "params": params}))
 
 
 if __name__ == "__main__":
