@@ -23,18 +23,37 @@ from pathlib import Path
 from ecot.options import DefaultsHelpFormatter, add_options, build, option
 
 
+# The recipe the demo and benchmarks/policy_quality.py train by default: what a tiny policy learns on
+# 2 CPU cores in minutes (docs/quality.md has the measurements behind each choice).
+DEMO_RECIPE: dict = {
+    "task": "push",  # one task family: push one object to a side of the table
+    "num_objects": 2,  # the task's object and one distractor
+    "episodes": 200,  # demonstrations, each ending when its task is achieved (no retreat frames)
+    "image_size": 112,
+    "model": "tiny-siglip",
+    "train_steps": 600,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "rollouts": 10,
+    "rollout_steps": 40,
+}
+
+
 @dataclass
 class DemoConfig:
     """The demo's settings (also ``ecot demo``'s flags, see :mod:`ecot.options`; `(default X)` added in --help)."""
 
     out: str = option("runs/demo", "run directory")
-    episodes: int = option(60, "demonstrations to collect")  # round robin over the task families
-    image_size: int = option(112, "camera resolution")  # the tiny preset's input size
-    train_steps: int = option(600, "optimizer steps")
-    batch_size: int = option(16, "training batch size")
-    model: str = option("tiny-siglip", "model preset")
-    rollouts: int = option(2, "closed-loop episodes")  # with the trained policy
-    rollout_steps: int = option(40, "control steps per rollout")
+    task: str = option(DEMO_RECIPE["task"], "task family of demonstrations and rollouts ('all': round robin)")
+    num_objects: int = option(DEMO_RECIPE["num_objects"], "objects per scene")
+    episodes: int = option(DEMO_RECIPE["episodes"], "demonstrations to collect")
+    image_size: int = option(DEMO_RECIPE["image_size"], "camera resolution")  # the tiny preset's input size
+    train_steps: int = option(DEMO_RECIPE["train_steps"], "optimizer steps")
+    batch_size: int = option(DEMO_RECIPE["batch_size"], "training batch size")
+    lr: float = option(DEMO_RECIPE["lr"], "learning rate (cosine schedule)")
+    model: str = option(DEMO_RECIPE["model"], "model preset")
+    rollouts: int = option(DEMO_RECIPE["rollouts"], "closed-loop episodes")  # with the trained policy
+    rollout_steps: int = option(DEMO_RECIPE["rollout_steps"], "control steps per rollout")
     seed: int = 0
     workers: int = option(2, "simulation processes")  # for collection
 
@@ -48,6 +67,14 @@ class DemoConfig:
             raise UsageError(f"--rollouts must be >= 0, got {self.rollouts}")
         if self.image_size < 16:
             raise UsageError(f"--image-size must be at least 16 pixels, got {self.image_size}")
+        from ecot.sim.tasks import FAMILIES
+
+        if self.task != "all" and self.task not in FAMILIES:
+            raise UsageError(f"--task must be 'all' or one of {', '.join(FAMILIES)}, got {self.task!r}")
+        if self.num_objects < 2:
+            raise UsageError(f"--num-objects must be at least 2, got {self.num_objects}")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, got {self.lr}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,9 +119,10 @@ def _run_demo(config: DemoConfig) -> dict:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    _say(f"1/4 collecting {config.episodes} scripted demonstrations -> {dataset}")
-    collected = collect(dataset, CollectConfig(task="all", split="seen", episodes=config.episodes, seed=config.seed,
-                                               image_size=config.image_size, workers=config.workers))
+    _say(f"1/4 collecting {config.episodes} scripted demonstrations ({config.task}, {config.num_objects} objects) -> {dataset}")
+    collected = collect(dataset, CollectConfig(task=config.task, split="seen", episodes=config.episodes, seed=config.seed,
+                                               image_size=config.image_size, workers=config.workers,
+                                               num_objects=config.num_objects, stop_at_success=True))
     print(f"{collected['episodes']} episodes in {collected['out']} ({collected['new_episodes']} new, "
           f"{collected['new_successes']} of them successful)", file=sys.stderr)
     timings["collect_s"] = time.perf_counter() - t0
@@ -109,9 +137,9 @@ def _run_demo(config: DemoConfig) -> dict:
 
     t0 = time.perf_counter()
     _say(f"3/4 training a {config.model} ECoT policy for {config.train_steps} steps on {_device()} -> {run}")
-    train(config, dataset, annotations, run)
+    metrics = train_policy(dataset, annotations, run, recipe="ecot", model=config.model, steps=config.train_steps,
+                           batch_size=config.batch_size, lr=config.lr, seed=config.seed)
     timings["train_s"] = time.perf_counter() - t0
-    metrics = _final_metrics(run)
 
     t0 = time.perf_counter()
     _say(f"4/4 evaluating the policy closed-loop in {config.rollouts} new scene(s) -> {eval_dir}")
@@ -135,21 +163,22 @@ def _run_demo(config: DemoConfig) -> dict:
     return summary
 
 
-def train(config: DemoConfig, dataset: Path, annotations: Path, run: Path) -> dict:
-    """Stage 3 through the training API (the settings `ecot train` would use for the same flags)."""
-    from ecot.model.config import PRESETS
-    from ecot.train.cli import FINETUNE_LR, TINY_LR
+def train_policy(dataset: Path, annotations: Path, run: Path, recipe: str = "ecot", model: str = "tiny-siglip",
+                 steps: int = 600, batch_size: int = 16, lr: float = 1e-3, seed: int = 0) -> dict:
+    """Stage 3 through the training API (what `ecot train` runs for the same flags); resumable from the
+    run's checkpoints. Returns the last held-out metrics, with the majority-token and zero-motion
+    predictors' figures on the same steps."""
     from ecot.train.recipes import RunConfig, build_run
     from ecot.train.trainer import TrainConfig, Trainer
 
-    lr = TINY_LR if config.model.startswith("tiny") and config.model in PRESETS else FINETUNE_LR
-    train_config = TrainConfig(out_dir=str(run), max_steps=config.train_steps, batch_size=config.batch_size, lr=lr,
-                               schedule="cosine", warmup_steps=20, log_every=50, seed=config.seed)
-    run_config = RunConfig(data=str(dataset), out=str(run), recipe="ecot", model=config.model,
-                           features=str(annotations), train=train_config)
-    model, processor, train_data, eval_data, action_stats = build_run(run_config)
-    trainer = Trainer(run_config.train, model, processor, train_data, eval_data=eval_data, action_stats=action_stats)
-    return trainer.fit()
+    if not (run / "final").exists():
+        train_config = TrainConfig(out_dir=str(run), max_steps=steps, batch_size=batch_size, lr=lr, schedule="cosine",
+                                   warmup_steps=20, log_every=50, seed=seed, save_every=100, keep_last=1)
+        run_config = RunConfig(data=str(dataset), out=str(run), recipe=recipe, model=model,
+                               features=str(annotations), train=train_config)
+        model_, processor, train_data, eval_data, action_stats = build_run(run_config)
+        Trainer(run_config.train, model_, processor, train_data, eval_data=eval_data, action_stats=action_stats).fit()
+    return _final_metrics(run)
 
 
 def evaluate_policy(checkpoint: Path, eval_dir: Path, config: DemoConfig) -> tuple[dict, list[dict]]:
@@ -165,9 +194,9 @@ def evaluate_policy(checkpoint: Path, eval_dir: Path, config: DemoConfig) -> tup
         print(f"  -> {'success' if record['success'] else 'no success'} after {record['steps']} steps"
               + (f"; frames in {eval_dir / record['gif']}" if record.get("gif") else ""), file=sys.stderr)
 
-    eval_config = EvalConfig(policy=str(checkpoint), out=str(eval_dir), episodes=config.rollouts, seed=config.seed,
-                             max_steps=config.rollout_steps, image_size=config.image_size, gifs=config.rollouts,
-                             device=_device())
+    eval_config = EvalConfig(policy=str(checkpoint), out=str(eval_dir), task=config.task, episodes=config.rollouts,
+                             seed=config.seed, max_steps=config.rollout_steps, image_size=config.image_size,
+                             num_objects=config.num_objects, gifs=config.rollouts, device=_device())
     results = evaluate(eval_config, on_episode=show)
     rollouts = []
     with open(eval_dir / "episodes.jsonl", encoding="utf-8") as fh:

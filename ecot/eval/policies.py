@@ -123,7 +123,7 @@ class CheckpointPolicy(EvalPolicy):
     writes_reasoning = True
 
     def __init__(self, path: str, mode: str = "full", reuse_steps: int = 5, device: str | None = None,
-                 dtype: str = "float32", unnorm_key: str | None = None):
+                 dtype: str = "float32", unnorm_key: str | None = None, action_decoding: str = "argmax"):
         from ecot.policy import ECoTPolicy
 
         if device is None:
@@ -134,7 +134,8 @@ class CheckpointPolicy(EvalPolicy):
         self.mode = mode
         self.writes_reasoning = mode != "no-reasoning"
         self.unnorm_key = unnorm_key
-        self.policy = ECoTPolicy.from_pretrained(path, mode=mode, reuse_steps=reuse_steps, device=device, dtype=dtype)
+        self.policy = ECoTPolicy.from_pretrained(path, mode=mode, reuse_steps=reuse_steps, device=device, dtype=dtype,
+                                                 action_decoding=action_decoding)
 
     def reset(self, env: Any, seed: int) -> None:
         super().reset(env, seed)
@@ -212,7 +213,7 @@ class RemotePolicy(EvalPolicy):
 
 
 def make_policy(spec: str, mode: str = "full", reuse_steps: int = 5, device: str | None = None,
-                unnorm_key: str | None = None, api_key: str | None = None) -> EvalPolicy:
+                unnorm_key: str | None = None, api_key: str | None = None, action_decoding: str = "argmax") -> EvalPolicy:
     """The policy named by ``--policy``: a built-in name, ``ws://HOST:PORT`` or a checkpoint directory."""
     from pathlib import Path
 
@@ -228,7 +229,8 @@ def make_policy(spec: str, mode: str = "full", reuse_steps: int = 5, device: str
     if not path.is_dir() or not (path / "config.json").exists():
         raise UsageError(f"--policy {spec!r} is neither {', '.join(BUILTIN)}, ws://HOST:PORT, "
                          "nor a checkpoint directory (with config.json)")
-    return CheckpointPolicy(str(path), mode=mode, reuse_steps=reuse_steps, device=device, unnorm_key=unnorm_key)
+    return CheckpointPolicy(str(path), mode=mode, reuse_steps=reuse_steps, device=device, unnorm_key=unnorm_key,
+                            action_decoding=action_decoding)
 
 
 def validate_spec(spec: str) -> None:

@@ -112,11 +112,16 @@ class EpisodeLog:
         return [self.records[k] for k in keys]
 
 
+NEW_SETTING_DEFAULTS = {"num_objects": 4, "action_decoding": "argmax"}
+
+
 def check_config(out: str | Path, identity: dict[str, Any]) -> None:
     """Store the run's settings; refuse to resume a directory written with different ones."""
     path = Path(out) / CONFIG_NAME
     if path.exists():
         previous = json.loads(path.read_text())
+        # Settings added since that run was written compare at their defaults.
+        previous = {**{k: v for k, v in NEW_SETTING_DEFAULTS.items() if k in identity}, **previous}
         if previous != identity:
             diff = {k: (previous.get(k), identity.get(k)) for k in sorted(set(previous) | set(identity))
                     if previous.get(k) != identity.get(k)}

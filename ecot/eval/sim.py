@@ -47,6 +47,8 @@ class EvalConfig:
     workers: int = option(1, "worker processes")
     mode: str = option("full", "policy mode of a local checkpoint", choices=MODES)  # ECoTPolicy mode
     reuse_steps: int = option(5, "reasoning reuse interval for --mode reuse")
+    action_decoding: str = option("argmax", "action tokens -> action of a local checkpoint: the greedy bin, or "
+                                  "the mean over the bins' probabilities", choices=("argmax", "expected"))
     max_steps: int = option(80, "control steps per episode")
     image_size: int = option(224, "camera resolution; use the resolution the policy was trained at")
     num_objects: int = option(4, "objects per scene (the task's own plus distractors)")
@@ -191,6 +193,7 @@ def _worker_init(config: EvalConfig, threads: int | None = None, parent_pid: int
     _WORKER["env"] = TabletopEnv(SimConfig(image_size=config.image_size, max_steps=config.max_steps,
                                            num_objects=config.num_objects))
     _WORKER["policy"] = make_policy(config.policy, mode=config.mode, reuse_steps=config.reuse_steps,
+                                    action_decoding=config.action_decoding,
                                     device=config.device, unnorm_key=config.unnorm_key, api_key=config.api_key)
     if threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ecot.policy.engine import KVCache, LlamaEngine
@@ -62,6 +63,8 @@ class DecodeResult:
     prefill_tokens: int = 0
     forwards: int = 0
     free_ids: list[int] = field(default_factory=list)  # grammar off: the ids the model wrote (EOS included)
+    action_expected: list[float] = field(default_factory=list)  # per dimension: the mean normalized value under
+    # the model's distribution over the action bins (given the greedy ids before it)
 
 
 class TokenTables:
@@ -79,6 +82,9 @@ class TokenTables:
         self.struct_ids = torch.tensor(struct, dtype=torch.long, device=device)
         self.action_lo = int(action_tokenizer.first_id)
         self.action_hi = int(action_tokenizer.last_id) + 1
+        # The normalized value each action id stands for (its bin center), for expected-value decoding.
+        self.action_values = torch.as_tensor(action_tokenizer.decode(np.arange(self.action_lo, self.action_hi)),
+                                             dtype=torch.float32, device=device)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         first = {tag: self._first_token_after_word(" " + tag) for tag in TAGS + [ACTION]}
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -143,6 +149,7 @@ class _Sequence:
         self.value = ""
         self.field_tokens = 0
         self.action_ids: list[int] = []
+        self.action_expected: list[float] = []
         self.done = False
         self.generated = 0
         self.forced = 0
@@ -223,8 +230,11 @@ class _Sequence:
 
     def _choose_action(self, logits: torch.Tensor) -> None:
         lo, hi = self.tables.action_lo, self.tables.action_hi
-        token = lo + int(torch.argmax(logits[lo:hi]))
+        scores = logits[lo:hi].float()
+        token = lo + int(torch.argmax(scores))
         self.action_ids.append(token)
+        values = self.tables.action_values.to(scores.device)
+        self.action_expected.append(float(torch.softmax(scores, dim=0) @ values))
         self.generated += 1
         if len(self.action_ids) >= self.action_dim:
             self.done = True
@@ -403,6 +413,7 @@ class ECoTDecoder:
             timings["decode_ms"] = (t2 - t1) * 1000
         return [
             DecodeResult(answer=s.answer, action_ids=s.action_ids, ids=s.ids, tokens_generated=s.generated,
-                         tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards, free_ids=s.free_ids)
+                         tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards, free_ids=s.free_ids,
+                         action_expected=s.action_expected)
             for s in seqs
         ]

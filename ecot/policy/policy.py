@@ -40,6 +40,9 @@ HIGH_LEVEL_END = TAGS.index(MOVE_REASONING)  # fields before it are the reusable
 FIELD_TO_TAG = {name: tag for tag, name in TAG_TO_FIELD.items()}
 
 
+ACTION_DECODINGS = ("argmax", "expected")
+
+
 @dataclass
 class PolicyConfig:
     mode: str = "full"
@@ -52,6 +55,10 @@ class PolicyConfig:
     refresh_moves: tuple[str, ...] = ("close gripper", "open gripper")  # reuse: a subtask ended
     compile: bool | str = False  # torch.compile the one-token decode step (CUDA graphs on GPU); or a backend name
     max_new_tokens: int = 1024  # grammar off: generation limit
+    # How action tokens become the action: "argmax" = the greedy bin (as released checkpoints were
+    # evaluated); "expected" = each dimension's mean over the model's distribution on the 256 bins
+    # (the greedy ids are still what the model is conditioned on). Grammar on only.
+    action_decoding: str = "argmax"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -63,6 +70,10 @@ class PolicyConfig:
             raise ValueError(f"budgets name unknown tags {sorted(unknown)}; valid tags: {TAGS}")
         if any(int(v) < 1 for v in self.budgets.values()):
             raise ValueError(f"every field budget must be at least 1 token, got {self.budgets}")
+        if self.action_decoding not in ACTION_DECODINGS:
+            raise ValueError(f"unknown action_decoding {self.action_decoding!r}; expected one of {ACTION_DECODINGS}")
+        if self.action_decoding != "argmax" and not self.grammar:
+            raise ValueError("action_decoding 'expected' needs the grammar (grammar=True)")
         if not self.grammar and self.mode != "full":
             raise ValueError(f"mode {self.mode!r} needs the grammar (grammar=True); free generation is mode 'full' only")
 
@@ -435,6 +446,8 @@ class ECoTPolicy:
             action_ids = result.action_ids
             text = result.answer.lstrip() + tokenizer.decode(action_ids)
         normalized = action_tokenizer.decode(action_ids)
+        if self.config.grammar and self.config.action_decoding == "expected":
+            normalized = np.asarray(result.action_expected, dtype=np.float64)
         if stats is None:
             warnings.warn("this model has no norm_stats: returning the normalized action in [-1, 1]", stacklevel=3)
             action = normalized.copy()

@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     c.add_argument("--num-objects", type=int, default=4, help="objects per scene (the task's own plus distractors)")
     c.add_argument("--stop-at-success", action="store_true",
                    help="end each demonstration when its task is achieved (no retreat frames)")
+    c.add_argument("--expert-style", default="smooth", choices=["smooth", "axis"],
+                   help="smooth: human-like straight moves with noise; axis: fixed-speed steps per axis, no noise")
     c.add_argument("--video", action="store_true", help="store the camera as mp4 video (LeRobot v3.0, AV1) instead of PNG frames")
     c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c.set_defaults(func=_collect)
@@ -42,7 +44,7 @@ def _collect(args: argparse.Namespace) -> int:
     config = CollectConfig(task=args.task, split=args.split, episodes=args.episodes, seed=args.seed,
                            image_size=args.image_size, workers=args.workers, max_attempts=args.max_attempts,
                            dataset_name=args.name, video=args.video, num_objects=args.num_objects,
-                           stop_at_success=args.stop_at_success)
+                           stop_at_success=args.stop_at_success, expert_style=args.expert_style)
     summary = collect(args.out, config, progress=not args.no_progress)
     print(f"{summary['episodes']} episodes in {summary['out']} "
           f"({summary['new_episodes']} new, {summary['new_successes']} of them successful)")

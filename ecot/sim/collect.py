@@ -40,6 +40,7 @@ class CollectConfig:
     video: bool = False  # store the camera as mp4 (LeRobot v3.0 video) instead of PNG frames
     num_objects: int = 4  # objects per scene: the task's own plus distractors
     stop_at_success: bool = False  # end a demonstration when its task is achieved (no retreat frames)
+    expert_style: str = "smooth"  # the scripted expert's motion (ecot.sim.expert.EXPERT_STYLES)
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).
@@ -53,6 +54,10 @@ class CollectConfig:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < MIN_IMAGE_SIZE:
             raise UsageError(f"image_size must be an integer of at least {MIN_IMAGE_SIZE} pixels, got {self.image_size!r}")
+        from ecot.sim.expert import EXPERT_STYLES
+
+        if self.expert_style not in EXPERT_STYLES:
+            raise UsageError(f"unknown expert style {self.expert_style!r}; expected one of {', '.join(EXPERT_STYLES)}")
         if self.num_objects < 2:
             raise UsageError(f"num_objects must be at least 2 (a task object and a target or distractor), got {self.num_objects}")
         if self.max_steps < 2:
@@ -91,16 +96,17 @@ def stack_ground_truth(task, gts: list[dict]) -> GroundTruth:
     )
 
 
-def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None, stop_at_success: bool = False):
+def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None, stop_at_success: bool = False,
+                   expert_style: str = "smooth"):
     """Run the scripted expert once; returns the :class:`Episode` (with ground truth).
 
     ``stop_at_success`` ends the demonstration at the first step where the task is achieved, so
     its last frames are not the expert's retreat (which a policy can confuse with the start)."""
     from ecot.data.episode import Episode, GroundTruth
-    from ecot.sim.expert import ScriptedExpert
+    from ecot.sim.expert import ExpertConfig, ScriptedExpert
 
     obs, _ = env.reset(seed=seed, task=family, split=split)
-    expert = ScriptedExpert(env, np.random.default_rng([seed, 7]))
+    expert = ScriptedExpert(env, np.random.default_rng([seed, 7]), ExpertConfig(style=expert_style))
     limit = max_steps or env.config.max_steps
     images, states, actions, gts = [], [], [], []
     while len(actions) < limit - 1:
@@ -150,12 +156,12 @@ def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, parent_p
 
 
 def _collect_one(args: tuple) -> Any:
-    index, family, split, base_seed, attempts, stop_at_success = args
+    index, family, split, base_seed, attempts, stop_at_success, expert_style = args
     env = _WORKER["env"]
     episode = None
     for attempt in range(attempts):
         episode = record_episode(env, episode_seed(base_seed, index, attempt), family, split,
-                                 stop_at_success=stop_at_success)
+                                 stop_at_success=stop_at_success, expert_style=expert_style)
         episode.metadata["attempt"] = attempt
         if episode.metadata["success"]:
             break
@@ -190,6 +196,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
         previous.setdefault("video", False)  # collections made before --video existed
         previous.setdefault("num_objects", 4)  # ... and before --num-objects / --stop-at-success
         previous.setdefault("stop_at_success", False)
+        previous.setdefault("expert_style", "smooth")
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "
@@ -201,7 +208,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
     os.replace(tmp, meta_path)
     start = len(writer)
     jobs = [(k, config.families[k % len(config.families)], config.split, config.seed, config.max_attempts,
-             config.stop_at_success) for k in range(start, config.episodes)]
+             config.stop_at_success, config.expert_style) for k in range(start, config.episodes)]
     successes = 0
     bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
     try:

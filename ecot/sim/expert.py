@@ -19,6 +19,10 @@ import numpy as np
 from ecot.sim.tasks import DIRECTIONS, PUSH_GOAL, relation_goal
 
 
+EXPERT_STYLES = ("smooth", "axis")
+AXIS_DEADBAND = 0.003  # "axis" style: an axis within this of its waypoint does not move (no 1-mm corrections)
+
+
 @dataclass
 class ExpertConfig:
     speed: tuple[float, float] = (0.032, 0.045)  # m per control step while moving (sampled per episode)
@@ -28,6 +32,18 @@ class ExpertConfig:
     lift: tuple[float, float] = (0.13, 0.18)  # carry height of the fingertips
     pause_prob: float = 0.03  # chance of a zero-motion step inside a move phase
     tolerance: float = 0.006  # a waypoint is reached within this distance (m)
+    # "smooth": straight-line moves at a per-episode speed with noise and pauses (human-like);
+    # "axis": each axis steps at most a fixed ``axis_speed`` towards the waypoint, with no noise or
+    # pauses, so an action dimension takes few values (mostly -speed, 0, +speed): what a small policy
+    # learns from few demonstrations.
+    style: str = "smooth"
+    axis_speed: float = 0.04
+
+    def __post_init__(self) -> None:
+        if self.style not in EXPERT_STYLES:
+            raise ValueError(f"unknown expert style {self.style!r}; expected one of {', '.join(EXPERT_STYLES)}")
+        if not 0 < self.axis_speed <= 0.05:
+            raise ValueError(f"axis_speed must be in (0, 0.05] m per step (the env's clip), got {self.axis_speed}")
 
 
 def _wrap(a: float) -> float:
@@ -284,6 +300,11 @@ class ScriptedExpert:
                 self._next()
                 continue
             self.phase_steps += 1
+            if c.style == "axis":
+                speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
+                step = np.where(np.abs(err) < AXIS_DEADBAND, 0.0, np.clip(err, -speed, speed))
+                dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
+                return np.array([step[0], step[1], step[2], 0.0, 0.0, dyaw, ph.gripper], dtype=np.float32)
             if self.rng.random() < c.pause_prob and self.phase_steps > 1:
                 return np.array([0, 0, 0, 0, 0, 0, ph.gripper], dtype=np.float32)
             dist = float(np.linalg.norm(err))

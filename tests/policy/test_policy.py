@@ -280,3 +280,37 @@ def test_bad_observations_are_refused_with_clear_errors(trained):
         PolicyConfig(mode="fast")
     with pytest.raises(ValueError, match="expected at least 16x16"):
         trained.predict_action(np.zeros((0, 0, 3), np.uint8), "go")
+
+
+def test_expected_action_decoding_is_the_mean_over_the_bins(trained):
+    """action_decoding="expected": each dimension is the probability-weighted mean of the bin centers,
+    recomputed here from a teacher-forced forward pass of the model (an independent path)."""
+    from ecot.policy.decoder import DecodeRequest, ECoTDecoder
+    from ecot.prompts import conditioning_prompt
+
+    proc = trained.processor
+    image = scene_image(1, noise_seed=3)
+    argmax = ECoTPolicy(trained).step(image, SCENES[1]["instruction"])
+    expected = ECoTPolicy(trained, action_decoding="expected").step(image, SCENES[1]["instruction"])
+    assert expected.action_ids == argmax.action_ids and expected.text == argmax.text  # same greedy text
+
+    pixels = proc.image_transform(image)
+    result = ECoTDecoder(trained, proc).decode([DecodeRequest(conditioning_prompt(SCENES[1]["instruction"]), pixels, 0)])[0]
+    ids = torch.tensor([result.ids + result.action_ids[:-1]])
+    with torch.no_grad():
+        logits = trained(input_ids=ids, pixel_values=pixels.unsqueeze(0)).logits[0, -7:].double()
+    vocab = proc.tokenizer.vocab_size
+    lo = vocab - 256
+    centers = np.linspace(-1, 1, 256)
+    centers = (centers[:-1] + centers[1:]) / 2  # the 255 bin centers
+    # OpenVLA's mapping: id = vocab - d for the bin index d in 1..256 (higher ids, lower values);
+    # d = 256 shares the last center.
+    values = torch.tensor([centers[min(255 - j, 254)] for j in range(256)], dtype=torch.float64)
+    probs = torch.softmax(logits[:, lo:vocab], dim=-1)
+    mean = (probs * values).sum(-1).numpy()
+    np.testing.assert_allclose(expected.normalized_action, mean, atol=1e-4)
+    assert np.all(np.abs(expected.normalized_action) <= 1)
+    # An overfit model is confident: the mean sits near the greedy bin, but it is not a bin center.
+    np.testing.assert_allclose(expected.normalized_action, argmax.normalized_action, atol=0.05)
+    with pytest.raises(ValueError, match="action_decoding"):
+        PolicyConfig(action_decoding="mean")

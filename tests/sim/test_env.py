@@ -216,3 +216,40 @@ def test_importing_the_packages_is_light():
             "print([m for m in ('mujoco', 'pyarrow', 'torch', 'PIL') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_axis_expert_steps_at_a_fixed_speed_per_axis_and_succeeds(family):
+    """The "axis" expert (the demo's): every translation is 0, +-axis_speed or a phase's cap (or the
+    last step onto a waypoint), with no noise, and it still achieves the task."""
+    from ecot.sim.collect import record_episode
+    from ecot.sim.expert import AXIS_DEADBAND, ExpertConfig
+
+    with TabletopEnv(SimConfig(image_size=64, num_objects=2)) as e:
+        episodes = [record_episode(e, seed, family, "seen", stop_at_success=True, expert_style="axis") for seed in (0, 1)]
+    for ep in episodes:
+        assert ep.metadata["success"], f"{family}: the axis expert failed seed {ep.metadata['seed']}"
+        assert len(ep.ground_truth.object_names) == 2
+        moves = np.abs(ep.actions[:-1, :3])
+        speed = ExpertConfig().axis_speed
+        assert np.all(moves <= speed + 1e-6)
+        assert not np.any((moves > 0) & (moves < AXIS_DEADBAND - 1e-6))  # no sub-deadband corrections
+        assert np.mean(np.isclose(moves, 0) | np.isclose(moves, speed) | np.isclose(moves, 0.03)) > 0.7
+
+
+def test_stop_at_success_ends_the_demonstration_at_the_first_success():
+    from ecot.sim.collect import record_episode
+
+    with TabletopEnv(SimConfig(image_size=64, num_objects=2)) as e:
+        full = record_episode(e, 3, "push", "seen")
+        short = record_episode(e, 3, "push", "seen", stop_at_success=True)
+    assert full.metadata["success"] and short.metadata["success"]
+    assert len(short.actions) < len(full.actions)  # the retreat is gone
+    np.testing.assert_array_equal(short.actions[:-1], full.actions[: len(short.actions) - 1])  # same until then
+
+
+def test_expert_config_rejects_unknown_styles():
+    from ecot.sim.expert import ExpertConfig
+
+    with pytest.raises(ValueError, match="expert style"):
+        ExpertConfig(style="jerky")
