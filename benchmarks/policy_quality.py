@@ -45,6 +45,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", default="runs/policy_quality", help="work directory (resumable)")
     p.add_argument("--task", default=r["task"], help="task family of the demonstrations and evaluations")
     p.add_argument("--num-objects", type=int, default=r["num_objects"])
+    p.add_argument("--expert-style", default=r["expert_style"], choices=("smooth", "axis"))
     p.add_argument("--episodes", type=int, default=r["episodes"], help="demonstrations (seen compositions)")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
@@ -81,7 +82,7 @@ def main() -> None:
     t = time.perf_counter()
     collect(dataset, CollectConfig(task=args.task, split="seen", episodes=args.episodes, seed=args.seed,
                                    image_size=args.image_size, workers=args.workers, num_objects=args.num_objects,
-                                   stop_at_success=True))
+                                   stop_at_success=True, expert_style=args.expert_style))
     cost["collect_s"] = time.perf_counter() - t
     t = time.perf_counter()
     run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=args.workers))
@@ -128,7 +129,8 @@ def main() -> None:
     write_result(
         "policy_quality",
         {
-            "what": (f"{args.task} with {args.num_objects} objects, {args.episodes} demonstrations at {args.image_size} px, "
+            "what": (f"{args.task} with {args.num_objects} objects, {args.episodes} {args.expert_style}-style "
+                     f"demonstrations at {args.image_size} px, "
                      f"{args.model}, {args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
                      f"{args.eval_episodes} closed-loop episodes per policy and split, {args.max_steps} steps each"),
             "value": results,

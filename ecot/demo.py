@@ -28,6 +28,7 @@ from ecot.options import DefaultsHelpFormatter, add_options, build, option
 DEMO_RECIPE: dict = {
     "task": "push",  # one task family: push one object to a side of the table
     "num_objects": 2,  # the task's object and one distractor
+    "expert_style": "axis",  # fixed-speed steps per axis, no noise: few distinct action values
     "episodes": 200,  # demonstrations, each ending when its task is achieved (no retreat frames)
     "image_size": 112,
     "model": "tiny-siglip",
@@ -46,6 +47,7 @@ class DemoConfig:
     out: str = option("runs/demo", "run directory")
     task: str = option(DEMO_RECIPE["task"], "task family of demonstrations and rollouts ('all': round robin)")
     num_objects: int = option(DEMO_RECIPE["num_objects"], "objects per scene")
+    expert_style: str = option(DEMO_RECIPE["expert_style"], "the scripted expert's motion", choices=("smooth", "axis"))
     episodes: int = option(DEMO_RECIPE["episodes"], "demonstrations to collect")
     image_size: int = option(DEMO_RECIPE["image_size"], "camera resolution")  # the tiny preset's input size
     train_steps: int = option(DEMO_RECIPE["train_steps"], "optimizer steps")
@@ -55,7 +57,7 @@ class DemoConfig:
     rollouts: int = option(DEMO_RECIPE["rollouts"], "closed-loop episodes")  # with the trained policy
     rollout_steps: int = option(DEMO_RECIPE["rollout_steps"], "control steps per rollout")
     seed: int = 0
-    workers: int = option(2, "simulation processes")  # for collection
+    workers: int = option(2, "simulation processes")  # for collection, annotation and rollouts
 
     def __post_init__(self) -> None:
         from ecot.errors import UsageError
@@ -122,7 +124,8 @@ def _run_demo(config: DemoConfig) -> dict:
     _say(f"1/4 collecting {config.episodes} scripted demonstrations ({config.task}, {config.num_objects} objects) -> {dataset}")
     collected = collect(dataset, CollectConfig(task=config.task, split="seen", episodes=config.episodes, seed=config.seed,
                                                image_size=config.image_size, workers=config.workers,
-                                               num_objects=config.num_objects, stop_at_success=True))
+                                               num_objects=config.num_objects, stop_at_success=True,
+                                               expert_style=config.expert_style))
     print(f"{collected['episodes']} episodes in {collected['out']} ({collected['new_episodes']} new, "
           f"{collected['new_successes']} of them successful)", file=sys.stderr)
     timings["collect_s"] = time.perf_counter() - t0
@@ -196,7 +199,8 @@ def evaluate_policy(checkpoint: Path, eval_dir: Path, config: DemoConfig) -> tup
 
     eval_config = EvalConfig(policy=str(checkpoint), out=str(eval_dir), task=config.task, episodes=config.rollouts,
                              seed=config.seed, max_steps=config.rollout_steps, image_size=config.image_size,
-                             num_objects=config.num_objects, gifs=config.rollouts, device=_device())
+                             num_objects=config.num_objects, gifs=config.rollouts, device=_device(),
+                             workers=min(config.workers, max(config.rollouts, 1)))
     results = evaluate(eval_config, on_episode=show)
     rollouts = []
     with open(eval_dir / "episodes.jsonl", encoding="utf-8") as fh:
