@@ -41,6 +41,9 @@ class CollectConfig:
     num_objects: int = 4  # objects per scene: the task's own plus distractors
     stop_at_success: bool = False  # end a demonstration when its task is achieved (no retreat frames)
     expert_style: str = "smooth"  # the scripted expert's motion (ecot.sim.expert.EXPERT_STYLES)
+    # DART-style recovery data: the executed translation gets this much Gaussian noise (m, per axis)
+    # while the recorded action stays the expert's, so off-path states carry corrective labels.
+    action_noise: float = 0.0
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).
@@ -58,6 +61,8 @@ class CollectConfig:
 
         if self.expert_style not in EXPERT_STYLES:
             raise UsageError(f"unknown expert style {self.expert_style!r}; expected one of {', '.join(EXPERT_STYLES)}")
+        if not 0 <= self.action_noise <= 0.05:
+            raise UsageError(f"action_noise must be in [0, 0.05] m, got {self.action_noise}")
         if self.num_objects < 2:
             raise UsageError(f"num_objects must be at least 2 (a task object and a target or distractor), got {self.num_objects}")
         if self.max_steps < 2:
@@ -97,7 +102,7 @@ def stack_ground_truth(task, gts: list[dict]) -> GroundTruth:
 
 
 def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None, stop_at_success: bool = False,
-                   expert_style: str = "smooth"):
+                   expert_style: str = "smooth", action_noise: float = 0.0):
     """Run the scripted expert once; returns the :class:`Episode` (with ground truth).
 
     ``stop_at_success`` ends the demonstration at the first step where the task is achieved, so
@@ -107,6 +112,7 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
 
     obs, _ = env.reset(seed=seed, task=family, split=split)
     expert = ScriptedExpert(env, np.random.default_rng([seed, 7]), ExpertConfig(style=expert_style))
+    noise_rng = np.random.default_rng([seed, 11])
     limit = max_steps or env.config.max_steps
     images, states, actions, gts = [], [], [], []
     while len(actions) < limit - 1:
@@ -117,7 +123,11 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
         states.append(obs["state"])
         gts.append(env.ground_truth())
         actions.append(action)
-        obs, _, _, _, _ = env.step(action)
+        executed = action
+        if action_noise > 0:
+            executed = action.copy()
+            executed[:3] += noise_rng.normal(0.0, action_noise, size=3)
+        obs, _, _, _, _ = env.step(executed)
         if stop_at_success and env.success():
             break
     # The final observation closes the episode with a no-motion action.
@@ -156,12 +166,12 @@ def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, parent_p
 
 
 def _collect_one(args: tuple) -> Any:
-    index, family, split, base_seed, attempts, stop_at_success, expert_style = args
+    index, family, split, base_seed, attempts, stop_at_success, expert_style, action_noise = args
     env = _WORKER["env"]
     episode = None
     for attempt in range(attempts):
         episode = record_episode(env, episode_seed(base_seed, index, attempt), family, split,
-                                 stop_at_success=stop_at_success, expert_style=expert_style)
+                                 stop_at_success=stop_at_success, expert_style=expert_style, action_noise=action_noise)
         episode.metadata["attempt"] = attempt
         if episode.metadata["success"]:
             break
@@ -197,6 +207,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
         previous.setdefault("num_objects", 4)  # ... and before --num-objects / --stop-at-success
         previous.setdefault("stop_at_success", False)
         previous.setdefault("expert_style", "smooth")
+        previous.setdefault("action_noise", 0.0)
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "
@@ -208,7 +219,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
     os.replace(tmp, meta_path)
     start = len(writer)
     jobs = [(k, config.families[k % len(config.families)], config.split, config.seed, config.max_attempts,
-             config.stop_at_success, config.expert_style) for k in range(start, config.episodes)]
+             config.stop_at_success, config.expert_style, config.action_noise) for k in range(start, config.episodes)]
     successes = 0
     bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
     try:
