@@ -57,7 +57,7 @@ class DecodeRequest:
 class DecodeResult:
     answer: str  # text after the prompt: " TASK: ... ACTION: " (or up to stop_before)
     action_ids: list[int]
-    ids: list[int]  # the sequence's token ids (BOS, prompt, answer; without the action ids)
+    ids: list[int]  # the ids fed to the model: BOS, prompt, answer and every action id but the last
     tokens_generated: int = 0  # tokens the model chose (reasoning and action)
     tokens_forced: int = 0  # tokens written by jump-forward after the prefill
     prefill_tokens: int = 0

@@ -296,7 +296,8 @@ def test_expected_action_decoding_is_the_mean_over_the_bins(trained):
 
     pixels = proc.image_transform(image)
     result = ECoTDecoder(trained, proc).decode([DecodeRequest(conditioning_prompt(SCENES[1]["instruction"]), pixels, 0)])[0]
-    ids = torch.tensor([result.ids + result.action_ids[:-1]])
+    assert result.ids[-6:] == result.action_ids[:-1]  # the fed ids: the text, then all action ids but the last
+    ids = torch.tensor([result.ids])
     with torch.no_grad():
         logits = trained(input_ids=ids, pixel_values=pixels.unsqueeze(0)).logits[0, -7:].double()
     vocab = proc.tokenizer.vocab_size
