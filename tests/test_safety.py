@@ -330,10 +330,10 @@ def test_bad_options_never_reach_disk(sim, tmp_path, capsys):
     root, data, _ = sim
     meta = (data / "meta" / "ecot_collect.json").read_text()
     cases = [
-        (["sim", "collect", "--episodes", "3", "--image-size", "0", "--out", str(data)], "image_size"),
+        (["sim", "collect", "--episodes", "3", "--image-size", "0", "--out", str(data)], "--image-size must be"),
         (["sim", "collect", "--episodes", "2", "--image-size", "8", "--out", str(tmp_path / "a")], "at least 16"),
-        (["sim", "collect", "--episodes", "0", "--out", str(tmp_path / "b")], "episodes must be a positive integer"),
-        (["sim", "collect", "--episodes", "2", "--workers", "0", "--out", str(tmp_path / "c")], "workers"),
+        (["sim", "collect", "--episodes", "0", "--out", str(tmp_path / "b")], "--episodes must be a positive integer"),
+        (["sim", "collect", "--episodes", "2", "--workers", "0", "--out", str(tmp_path / "c")], "--workers must be"),
         (["annotate", str(data), "--out", str(tmp_path / "d"), "--limit", "-1"], "--limit must be a positive"),
         (["annotate", str(data), "--out", str(tmp_path / "e"), "--limit", "0"], "--limit must be a positive"),
         (["annotate", str(data), "--out", str(tmp_path / "f"), "--workers", "0"], "--workers must be"),
