@@ -59,14 +59,10 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    """3 episodes (32 px) annotated, and a copy grown to 5 episodes after the annotation."""
-    root = tmp_path_factory.mktemp("safety")
-    data = root / "data"
-    assert main(["sim", "collect", "--episodes", "3", "--out", str(data), "--image-size", "32", "--no-progress"]) == 0
-    assert main(["annotate", str(data), "--out", str(root / "ann"), "--no-progress"]) == 0
-    return root, data, root / "ann"
+@pytest.fixture
+def sim(annotated_sim):
+    """3 episodes (32 px) collected and annotated (tests/conftest.py, shared: read only, copy to change)."""
+    return annotated_sim
 
 
 @pytest.fixture
