@@ -24,6 +24,7 @@ def machine() -> dict:
         "cpu_count": os.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "processor": platform.processor() or platform.machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],  # 1/5/15 min, when the result is written
     }
 
 

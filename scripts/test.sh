@@ -7,4 +7,4 @@ export ECOT_EXTRAS="${ECOT_EXTRAS:-test,llm,serve,ray,viz}"
 export ECOT_BROWSER=1  # the viewer and report tests drive headless Chromium
 bash scripts/setup.sh
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"
-exec "${VENV:-.venv}/bin/python" -m pytest -q "$@"
+exec "${VENV:-.venv}/bin/python" -m pytest -q --durations=25 "$@"

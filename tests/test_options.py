@@ -218,10 +218,47 @@ def test_ecot_annotate_and_eval_defaults_are_the_dataclass_defaults():
     assert build(EvalConfig, _parse(["eval", "--policy", "expert", "--out", "o"])) == EvalConfig(out="o")
 
 
+def test_ecot_sim_collect_and_policy_bench_defaults_are_the_dataclass_defaults():
+    from ecot.policy.cli import BenchOptions
+    from ecot.policy.policy import PolicyConfig
+    from ecot.sim.collect import CollectConfig
+
+    # --episodes is required on the command line; the library default (100) is for callers of collect().
+    assert build(CollectConfig, _parse(["sim", "collect", "--episodes", "100", "--out", "o"])) == CollectConfig()
+    args = _parse(["sim", "collect", "--episodes", "2", "--out", "o", "--name", "mine", "--split", "heldout",
+                   "--stop-at-success", "--video", "--num-objects", "3", "--no-progress"])
+    assert build(CollectConfig, args) == CollectConfig(episodes=2, dataset_name="mine", split="heldout",
+                                                       stop_at_success=True, video=True, num_objects=3)
+    assert (args.out, args.no_progress) == ("o", True)  # the two flags that are not CollectConfig's
+    args = _parse(["policy", "bench", "ckpt"])
+    assert build(BenchOptions, args) == BenchOptions("ckpt")
+    assert build(PolicyConfig, args) == PolicyConfig()
+    args = _parse(["policy", "bench", "ckpt", "--reuse-steps", "3", "--modes", "full,reuse", "--no-baseline"])
+    assert build(PolicyConfig, args).reuse_steps == 3
+    assert build(BenchOptions, args) == BenchOptions("ckpt", modes="full,reuse", no_baseline=True)
+
+
+def test_ecot_policy_bench_help_comes_from_the_dataclasses(capsys):
+    from ecot.options import _specs
+    from ecot.policy.cli import BenchOptions
+    from ecot.policy.policy import PolicyConfig
+
+    with pytest.raises(SystemExit):
+        _parse(["policy", "bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    specs = [spec for _, spec in _specs(BenchOptions)] + [s for name, s in _specs(PolicyConfig) if name == "reuse_steps"]
+    assert len(specs) == 10
+    for spec in specs:
+        assert spec.flag in text
+        assert " ".join(spec.kwargs["help"].split()) in text, spec.flag
+    assert "(default 5)" in text and "(default 10)" in text  # PolicyConfig.reuse_steps, BenchOptions.steps
+
+
 @pytest.mark.parametrize("command, config", [
     (["train"], "ecot.train.recipes:RunConfig"),
     (["annotate"], "ecot.annotate.runner:RunConfig"),
     (["eval"], "ecot.eval.sim:EvalConfig"),
+    (["sim", "collect"], "ecot.sim.collect:CollectConfig"),
 ])
 def test_every_documented_field_is_in_the_help(command, config, capsys):
     import importlib

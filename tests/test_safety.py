@@ -59,14 +59,10 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    """3 episodes (32 px) annotated, and a copy grown to 5 episodes after the annotation."""
-    root = tmp_path_factory.mktemp("safety")
-    data = root / "data"
-    assert main(["sim", "collect", "--episodes", "3", "--out", str(data), "--image-size", "32", "--no-progress"]) == 0
-    assert main(["annotate", str(data), "--out", str(root / "ann"), "--no-progress"]) == 0
-    return root, data, root / "ann"
+@pytest.fixture
+def sim(annotated_sim):
+    """3 episodes (32 px) collected and annotated (tests/conftest.py, shared: read only, copy to change)."""
+    return annotated_sim
 
 
 @pytest.fixture
@@ -330,10 +326,10 @@ def test_bad_options_never_reach_disk(sim, tmp_path, capsys):
     root, data, _ = sim
     meta = (data / "meta" / "ecot_collect.json").read_text()
     cases = [
-        (["sim", "collect", "--episodes", "3", "--image-size", "0", "--out", str(data)], "image_size"),
+        (["sim", "collect", "--episodes", "3", "--image-size", "0", "--out", str(data)], "--image-size must be"),
         (["sim", "collect", "--episodes", "2", "--image-size", "8", "--out", str(tmp_path / "a")], "at least 16"),
-        (["sim", "collect", "--episodes", "0", "--out", str(tmp_path / "b")], "episodes must be a positive integer"),
-        (["sim", "collect", "--episodes", "2", "--workers", "0", "--out", str(tmp_path / "c")], "workers"),
+        (["sim", "collect", "--episodes", "0", "--out", str(tmp_path / "b")], "--episodes must be a positive integer"),
+        (["sim", "collect", "--episodes", "2", "--workers", "0", "--out", str(tmp_path / "c")], "--workers must be"),
         (["annotate", str(data), "--out", str(tmp_path / "d"), "--limit", "-1"], "--limit must be a positive"),
         (["annotate", str(data), "--out", str(tmp_path / "e"), "--limit", "0"], "--limit must be a positive"),
         (["annotate", str(data), "--out", str(tmp_path / "f"), "--workers", "0"], "--workers must be"),

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from ecot.options import option
 from ecot.policy.decoder import DEFAULT_BUDGETS, TAGS, DecodeRequest, DecodeResult, ECoTDecoder
 from ecot.policy.grammar import writes_tag_or_eos
 from ecot.policy.observation import check_image, check_instruction
@@ -45,6 +46,7 @@ ACTION_DECODINGS = ("argmax", "expected")
 
 @dataclass
 class PolicyConfig:
+<<<<<<< HEAD
     mode: str = "full"
     reuse_steps: int = 5  # reuse: the high-level reasoning serves this many steps (1 = every step anew)
     grammar: bool = True  # constrained decoding; off: free greedy generation until EOS (no reuse/edits)
@@ -59,6 +61,20 @@ class PolicyConfig:
     # evaluated); "expected" = each dimension's mean over the model's distribution on the 256 bins
     # (the greedy ids are still what the model is conditioned on). Grammar on only.
     action_decoding: str = "argmax"
+=======
+    mode: str = option("full", "full: the whole reasoning every step; reuse: the high-level part serves several "
+                               "steps; async: it is written in the background; no-reasoning: straight to the action",
+                       choices=MODES)
+    reuse_steps: int = option(5, "reuse mode: steps per high-level reasoning")  # 1 = every step anew
+    grammar: bool = option(True, "constrained decoding; off: free greedy generation until EOS (mode full only)")
+    unnorm_key: str | None = option(None, "the dataset statistics to unnormalize with (default: the only one)")
+    budgets: dict[str, int] = option(default_factory=lambda: dict(DEFAULT_BUDGETS), cli=False)  # max tokens per field
+    max_objects: int = option(12, "at most this many objects in VISIBLE OBJECTS")
+    max_points: int = option(16, "at most this many points in GRIPPER POSITION")
+    refresh_moves: tuple[str, ...] = option(("close gripper", "open gripper"), cli=False)  # reuse: a subtask ended
+    compile: bool | str = option(False, cli=False)  # torch.compile the one-token decode step (CUDA graphs on GPU); or a backend name
+    max_new_tokens: int = option(1024, "grammar off: generation limit")
+>>>>>>> fair-bench
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

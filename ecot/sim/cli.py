@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ecot.options import add_later, add_options, build
+
 
 def register(subparsers) -> None:
     sim = subparsers.add_parser("sim", help="built-in MuJoCo tabletop: collect demonstrations, render episodes")
@@ -11,22 +13,7 @@ def register(subparsers) -> None:
     sim.set_defaults(func=lambda args: (sim.print_help(), 0)[1])
 
     c = sub.add_parser("collect", help="collect scripted demonstrations into a LeRobot v3.0 dataset (resumable)")
-    c.add_argument("--task", default="all", help="task family (pick_place, move_relation, stack, push) or 'all'")
-    c.add_argument("--split", default="seen", choices=["seen", "heldout"], help="object/relation compositions")
-    c.add_argument("--episodes", type=int, required=True, help="total number of episodes in the dataset")
-    c.add_argument("--out", required=True, help="output dataset directory")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--image-size", type=int, default=224, help="square camera image size in pixels")
-    c.add_argument("--workers", type=int, default=1, help="parallel simulation processes")
-    c.add_argument("--max-attempts", type=int, default=3, help="retries (new seed) when a demonstration fails")
-    c.add_argument("--name", default="ecot_sim", help="dataset name (the key of its normalization statistics)")
-    c.add_argument("--num-objects", type=int, default=4, help="objects per scene (the task's own plus distractors)")
-    c.add_argument("--stop-at-success", action="store_true",
-                   help="end each demonstration when its task is achieved (no retreat frames)")
-    c.add_argument("--expert-style", default="smooth", choices=["smooth", "axis"],
-                   help="smooth: human-like straight moves with noise; axis: fixed-speed steps per axis, no noise")
-    c.add_argument("--video", action="store_true", help="store the camera as mp4 video (LeRobot v3.0, AV1) instead of PNG frames")
-    c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_later(c, _collect_options)
     c.set_defaults(func=_collect)
 
     r = sub.add_parser("render", help="write one episode as a GIF with its ground truth drawn")
@@ -37,14 +24,23 @@ def register(subparsers) -> None:
     r.set_defaults(func=_render)
 
 
+def _collect_options(c: argparse.ArgumentParser) -> None:
+    """The flags: CollectConfig's fields (ecot.sim.collect), with --out and --no-progress where --help has shown them."""
+    from ecot.sim.collect import CollectConfig
+
+    add_options(c, CollectConfig, only=["task", "split", "episodes"])
+    c.add_argument("--out", required=True, help="output dataset directory")
+    add_options(c, CollectConfig, only=["seed", "image_size", "workers", "max_attempts", "dataset_name", "num_objects",
+                                        "stop_at_success", "video"])
+    add_options(c, CollectConfig)  # any field added later
+    c.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def _collect(args: argparse.Namespace) -> int:
     from ecot.sim.collect import CollectConfig, collect
 
-    # Invalid settings raise UsageError here, before the output directory is touched.
-    config = CollectConfig(task=args.task, split=args.split, episodes=args.episodes, seed=args.seed,
-                           image_size=args.image_size, workers=args.workers, max_attempts=args.max_attempts,
-                           dataset_name=args.name, video=args.video, num_objects=args.num_objects,
-                           stop_at_success=args.stop_at_success, expert_style=args.expert_style)
+    # Invalid settings raise UsageError here (naming the flags), before the output directory is touched.
+    config = build(CollectConfig, args)
     summary = collect(args.out, config, progress=not args.no_progress)
     print(f"{summary['episodes']} episodes in {summary['out']} "
           f"({summary['new_episodes']} new, {summary['new_successes']} of them successful)")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ecot.errors import UsageError
+from ecot.options import option
 from ecot.runlock import die_with_parent, locked_dir, unique_temp
 from ecot.sim.tasks import FAMILIES, SPLITS
 
@@ -28,22 +29,24 @@ MIN_IMAGE_SIZE = 16
 class CollectConfig:
     """What ``ecot sim collect`` collects; the defaults give a small seen-split dataset."""
 
-    task: str = "all"  # a family name or "all" (round robin over every family)
-    split: str = "seen"
-    episodes: int = 100  # total episodes in the dataset
-    seed: int = 0
-    image_size: int = 224
-    workers: int = 1
-    max_attempts: int = 3
-    dataset_name: str = "ecot_sim"
-    max_steps: int = 80
-    video: bool = False  # store the camera as mp4 (LeRobot v3.0 video) instead of PNG frames
-    num_objects: int = 4  # objects per scene: the task's own plus distractors
-    stop_at_success: bool = False  # end a demonstration when its task is achieved (no retreat frames)
-    expert_style: str = "smooth"  # the scripted expert's motion (ecot.sim.expert.EXPERT_STYLES)
+    task: str = option("all", f"task family ({', '.join(FAMILIES)}) or 'all'")  # 'all': round robin over every family
+    split: str = option("seen", "object/relation compositions", choices=SPLITS)
+    episodes: int = option(100, "total number of episodes in the dataset", required=True)  # the CLI requires it
+    seed: int = option(0, "base seed: episode k's seed is derived from (seed, k, attempt)")
+    image_size: int = option(224, "square camera image size in pixels")
+    workers: int = option(1, "parallel simulation processes")
+    max_attempts: int = option(3, "retries (new seed) when a demonstration fails")
+    dataset_name: str = option("ecot_sim", "dataset name (the key of its normalization statistics)", flag="--name")
+    max_steps: int = option(80, cli=False)  # control steps per demonstration at most (no flag)
+    video: bool = option(False, "store the camera as mp4 video (LeRobot v3.0, AV1) instead of PNG frames")
+    num_objects: int = option(4, "objects per scene (the task's own plus distractors)")
+    stop_at_success: bool = option(False, "end each demonstration when its task is achieved (no retreat frames)")
+    expert_style: str = option("smooth", "smooth: human-like straight moves with noise and pauses; axis: "
+                               "fixed-speed steps per axis, no noise", choices=("smooth", "axis"))
     # DART-style recovery data: the executed translation gets this much Gaussian noise (m, per axis)
     # while the recorded action stays the expert's, so off-path states carry corrective labels.
-    action_noise: float = 0.0
+    action_noise: float = option(0.0, "std (m) of Gaussian noise added to the executed translation while the "
+                                 "expert's own action is recorded (recovery data); 0: none")
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).

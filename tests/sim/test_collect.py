@@ -10,10 +10,10 @@ from ecot.data import open_dataset
 from ecot.sim.collect import CollectConfig, collect
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sim") / "ds"
-    summary = collect(out, CollectConfig(task="all", episodes=4, image_size=64), progress=False)
+@pytest.fixture
+def dataset(sim_collection):
+    """collect(task="all", episodes=4, image_size=64), collected once per session (tests/conftest.py, shared read-only)."""
+    out, summary = sim_collection
     assert summary["episodes"] == 4 and summary["new_successes"] == 4
     return out
 

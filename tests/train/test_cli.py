@@ -15,13 +15,11 @@ from ecot.train.samples import SEG_REASONING
 from ecot.train.trainer import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def sim_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sim")
-    data = root / "data"
-    assert main(["sim", "collect", "--task", "all", "--episodes", "3", "--out", str(data), "--image-size", "64", "--no-progress"]) == 0
-    assert main(["annotate", str(data), "--out", str(root / "annotations"), "--no-progress"]) == 0
-    return data, root / "annotations"
+@pytest.fixture
+def sim_data(annotated_sim):
+    """3 episodes (all families, 32 px) collected and annotated by the CLI (tests/conftest.py, shared read-only)."""
+    _, data, annotations = annotated_sim
+    return data, annotations
 
 
 def _rows(run: Path) -> list[dict]:
