@@ -46,22 +46,6 @@ ACTION_DECODINGS = ("argmax", "expected")
 
 @dataclass
 class PolicyConfig:
-<<<<<<< HEAD
-    mode: str = "full"
-    reuse_steps: int = 5  # reuse: the high-level reasoning serves this many steps (1 = every step anew)
-    grammar: bool = True  # constrained decoding; off: free greedy generation until EOS (no reuse/edits)
-    unnorm_key: str | None = None  # the dataset statistics to unnormalize with (default: the only one)
-    budgets: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BUDGETS))  # max tokens per field
-    max_objects: int = 12
-    max_points: int = 16
-    refresh_moves: tuple[str, ...] = ("close gripper", "open gripper")  # reuse: a subtask ended
-    compile: bool | str = False  # torch.compile the one-token decode step (CUDA graphs on GPU); or a backend name
-    max_new_tokens: int = 1024  # grammar off: generation limit
-    # How action tokens become the action: "argmax" = the greedy bin (as released checkpoints were
-    # evaluated); "expected" = each dimension's mean over the model's distribution on the 256 bins
-    # (the greedy ids are still what the model is conditioned on). Grammar on only.
-    action_decoding: str = "argmax"
-=======
     mode: str = option("full", "full: the whole reasoning every step; reuse: the high-level part serves several "
                                "steps; async: it is written in the background; no-reasoning: straight to the action",
                        choices=MODES)
@@ -74,7 +58,11 @@ class PolicyConfig:
     refresh_moves: tuple[str, ...] = option(("close gripper", "open gripper"), cli=False)  # reuse: a subtask ended
     compile: bool | str = option(False, cli=False)  # torch.compile the one-token decode step (CUDA graphs on GPU); or a backend name
     max_new_tokens: int = option(1024, "grammar off: generation limit")
->>>>>>> fair-bench
+    # How action tokens become the action: "argmax" = the greedy bin (as released checkpoints were
+    # evaluated); "expected" = each dimension's mean over the model's distribution on the 256 bins
+    # (the greedy ids are still what the model is conditioned on). Grammar on only.
+    action_decoding: str = option("argmax", "action tokens -> action: the greedy bin, or the mean over the bins' "
+                                  "probabilities", choices=ACTION_DECODINGS)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
