@@ -45,8 +45,10 @@ def batch_sums(
     batch: dict[str, Any],
     action_tokenizer: ActionTokenizer | None = None,
     action_stats: Any = None,
+    rows_out: list | None = None,
 ) -> dict[str, float]:
-    """Sums and counts of the batch's metrics (see :data:`SUM_KEYS`)."""
+    """Sums and counts of the batch's metrics (see :data:`SUM_KEYS`); ``rows_out`` also collects the
+    batch's :func:`action_rows` (from the same greedy predictions)."""
     input_ids = batch["input_ids"].to(logits.device)
     labels = batch["labels"].to(logits.device)
     segments = batch["segments"].to(logits.device)
@@ -74,6 +76,8 @@ def batch_sums(
     out["action_l1_count"] = 0.0
     if action_tokenizer is not None and action_stats is not None and "action" in batch:
         rows = action_rows(predictions, targets, action, batch)
+        if rows_out is not None and rows is not None:
+            rows_out.append(rows)
         if rows is not None:
             pred_ids, _, truth = rows
             pred = action_stats.unnormalize(action_tokenizer.decode(pred_ids.clip(action_tokenizer.first_id,
@@ -93,16 +97,6 @@ def action_rows(predictions: torch.Tensor, targets: torch.Tensor, action: torch.
     true_ids = targets[rows][action[rows]].view(-1, ACTION_DIM).cpu().numpy()
     truth = batch["action"][rows.cpu()].double().numpy()
     return pred_ids, true_ids, truth
-
-
-@torch.no_grad()
-def action_rows_of(logits: torch.Tensor, batch: dict[str, Any]):
-    """:func:`action_rows` of a forward pass's logits (greedy predictions, as in :func:`batch_sums`)."""
-    input_ids = batch["input_ids"].to(logits.device)
-    seq_len = input_ids.shape[1]
-    predictions = text_logits(logits, seq_len).argmax(-1)
-    action = batch["segments"].to(logits.device)[:, 1:] == SEG_ACTION
-    return action_rows(predictions, input_ids[:, 1:], action, batch)
 
 
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")

@@ -31,7 +31,7 @@ from ecot.options import option
 from ecot.train import checkpoint as ckpt
 from ecot.train import distributed as dist_utils
 from ecot.train.lora import LoraSettings, adapter_state_dict, apply_lora, is_peft, merged_state_dict
-from ecot.train.metrics import action_baselines, action_rows_of, add_sums, batch_sums, reduce_sums, summarize
+from ecot.train.metrics import action_baselines, add_sums, batch_sums, reduce_sums, summarize
 from ecot.train.samples import collate
 from ecot.train.sampler import ResumableSampler
 from ecot.train.schedule import SCHEDULES, make_scheduler
@@ -403,11 +403,9 @@ class Trainer:
         for chunk in batches:
             batch = collate([self.eval_data[(k, k, 0)] for k in chunk], pad_id)
             out = self._forward(batch)
-            add_sums(sums, batch_sums(out.logits, batch, self.action_tokenizer, self.action_stats))
-            if self.info.world_size == 1 and self.action_tokenizer is not None and self.action_stats is not None:
-                rows.append(action_rows_of(out.logits, batch))
+            add_sums(sums, batch_sums(out.logits, batch, self.action_tokenizer, self.action_stats,
+                                      rows_out=rows if self.info.world_size == 1 else None))
         values = {f"eval/{k}": v for k, v in summarize(reduce_sums(sums)).items()}
-        rows = [r for r in rows if r is not None]
         if rows:  # per-dimension figures beside the majority-token and zero-motion predictors (one process)
             import numpy as np
 
