@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def write_result(name: str, result: dict, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir or RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **result}
+    # How it was run, so a README figure can be reproduced: the command line and the cores it may use.
+    payload.setdefault("command", "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]))
+    payload["machine"]["cpu_affinity"] = sorted(os.sched_getaffinity(0))
     path = out_dir / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2))

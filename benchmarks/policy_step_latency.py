@@ -14,6 +14,8 @@ the sim it writes fluent but wrong reasoning — the latency is what is measured
 Usage::
 
     python benchmarks/policy_step_latency.py [--checkpoint DIR] [--steps 12] [--episodes 2]
+    # the demo's policy on the scenes it was trained for:
+    python benchmarks/policy_step_latency.py --checkpoint runs/demo/train/final --task push --num-objects 2
 """
 
 from __future__ import annotations
@@ -35,15 +37,16 @@ from benchmarks._common import write_result  # noqa: E402
 MODES = ("full", "reuse", "async", "no-reasoning")
 
 
-def run(model, mode: str | None, episodes: int, steps: int, image_size: int, reuse_steps: int) -> dict:
+def run(model, mode: str | None, episodes: int, steps: int, image_size: int, reuse_steps: int,
+        task: str | None = None, num_objects: int = 4) -> dict:
     from ecot.policy import ECoTPolicy
     from ecot.sim import SimConfig, TabletopEnv
 
     wall, cpu, tokens = [], [], []
     policy = ECoTPolicy(model, mode=mode, reuse_steps=reuse_steps) if mode else None
-    with TabletopEnv(SimConfig(image_size=image_size, max_steps=steps + 1)) as env:
+    with TabletopEnv(SimConfig(image_size=image_size, max_steps=steps + 1, num_objects=num_objects)) as env:
         for episode in range(episodes):
-            obs, _ = env.reset(seed=1000 + episode)
+            obs, _ = env.reset(seed=1000 + episode, task=task)
             instruction = env.task.instruction
             if policy is not None:
                 policy.reset()
@@ -83,6 +86,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--reuse-steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--task", default=None, help="task family of the episodes (default: a random family each)")
+    parser.add_argument("--num-objects", type=int, default=4, help="objects per scene")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
@@ -103,10 +108,11 @@ def main() -> None:
         source = checkpoint
     model = VLA.from_pretrained(checkpoint, progress=False)
     size = int(model.processor.image_size)
-    run(model, "full", 1, 2, size, args.reuse_steps)  # warm-up
-    results = {"predict_action": run(model, None, args.episodes, args.steps, size, args.reuse_steps)}
+    scene = {"task": args.task, "num_objects": args.num_objects}
+    run(model, "full", 1, 2, size, args.reuse_steps, **scene)  # warm-up
+    results = {"predict_action": run(model, None, args.episodes, args.steps, size, args.reuse_steps, **scene)}
     for mode in MODES:
-        results[mode] = run(model, mode, args.episodes, args.steps, size, args.reuse_steps)
+        results[mode] = run(model, mode, args.episodes, args.steps, size, args.reuse_steps, **scene)
     base = results["predict_action"]
     ratios = {m: round(base["mean_cpu_ms"] / results[m]["mean_cpu_ms"], 2) for m in MODES}
     write_result(
@@ -117,6 +123,8 @@ def main() -> None:
             "episodes": args.episodes,
             "steps_per_episode": args.steps,
             "reuse_steps": args.reuse_steps,
+            "task": args.task or "random family per episode",
+            "num_objects": args.num_objects,
             "torch_threads": args.threads,
             "load_average": os.getloadavg(),
             "value": {m: results[m] for m in MODES},
