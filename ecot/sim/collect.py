@@ -47,6 +47,10 @@ class CollectConfig:
     # while the recorded action stays the expert's, so off-path states carry corrective labels.
     action_noise: float = option(0.0, "std (m) of Gaussian noise added to the executed translation while the "
                                  "expert's own action is recorded (recovery data); 0: none")
+    # Noise on every step keeps the axis expert from ever settling on a waypoint (it corrects to
+    # within 3 mm), so most frames become dithering; perturbing a fraction of the steps leaves
+    # clean steps on which it converges, and the perturbed ones still carry corrective labels.
+    action_noise_fraction: float = option(1.0, "fraction of steps whose executed translation gets --action-noise")
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).
@@ -66,6 +70,8 @@ class CollectConfig:
             raise UsageError(f"unknown expert style {self.expert_style!r}; expected one of {', '.join(EXPERT_STYLES)}")
         if not 0 <= self.action_noise <= 0.05:
             raise UsageError(f"action_noise must be in [0, 0.05] m, got {self.action_noise}")
+        if not 0 < self.action_noise_fraction <= 1:
+            raise UsageError(f"action_noise_fraction must be in (0, 1], got {self.action_noise_fraction}")
         if self.num_objects < 2:
             raise UsageError(f"num_objects must be at least 2 (a task object and a target or distractor), got {self.num_objects}")
         if self.max_steps < 2:
@@ -105,11 +111,13 @@ def stack_ground_truth(task, gts: list[dict]) -> GroundTruth:
 
 
 def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None, stop_at_success: bool = False,
-                   expert_style: str = "smooth", action_noise: float = 0.0):
+                   expert_style: str = "smooth", action_noise: float = 0.0, action_noise_fraction: float = 1.0):
     """Run the scripted expert once; returns the :class:`Episode` (with ground truth).
 
     ``stop_at_success`` ends the demonstration at the first step where the task is achieved, so
-    its last frames are not the expert's retreat (which a policy can confuse with the start)."""
+    its last frames are not the expert's retreat (which a policy can confuse with the start).
+    ``action_noise`` perturbs the executed translation of a random ``action_noise_fraction`` of the
+    steps; the recorded action is always the expert's."""
     from ecot.data.episode import Episode, GroundTruth
     from ecot.sim.expert import ExpertConfig, ScriptedExpert
 
@@ -127,7 +135,9 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
         gts.append(env.ground_truth())
         actions.append(action)
         executed = action
-        if action_noise > 0:
+        # (The uniform draw only happens for fractions below 1: collections with noise on every step
+        # keep the noise stream they were made with.)
+        if action_noise > 0 and (action_noise_fraction >= 1 or noise_rng.random() < action_noise_fraction):
             executed = action.copy()
             executed[:3] += noise_rng.normal(0.0, action_noise, size=3)
         obs, _, _, _, _ = env.step(executed)
@@ -169,12 +179,13 @@ def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, parent_p
 
 
 def _collect_one(args: tuple) -> Any:
-    index, family, split, base_seed, attempts, stop_at_success, expert_style, action_noise = args
+    index, family, split, base_seed, attempts, stop_at_success, expert_style, action_noise, noise_fraction = args
     env = _WORKER["env"]
     episode = None
     for attempt in range(attempts):
         episode = record_episode(env, episode_seed(base_seed, index, attempt), family, split,
-                                 stop_at_success=stop_at_success, expert_style=expert_style, action_noise=action_noise)
+                                 stop_at_success=stop_at_success, expert_style=expert_style, action_noise=action_noise,
+                                 action_noise_fraction=noise_fraction)
         episode.metadata["attempt"] = attempt
         if episode.metadata["success"]:
             break
@@ -211,6 +222,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
         previous.setdefault("stop_at_success", False)
         previous.setdefault("expert_style", "smooth")
         previous.setdefault("action_noise", 0.0)
+        previous.setdefault("action_noise_fraction", 1.0)
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "
@@ -222,7 +234,8 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
     os.replace(tmp, meta_path)
     start = len(writer)
     jobs = [(k, config.families[k % len(config.families)], config.split, config.seed, config.max_attempts,
-             config.stop_at_success, config.expert_style, config.action_noise) for k in range(start, config.episodes)]
+             config.stop_at_success, config.expert_style, config.action_noise, config.action_noise_fraction)
+            for k in range(start, config.episodes)]
     successes = 0
     bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
     try:

@@ -253,3 +253,40 @@ def test_expert_config_rejects_unknown_styles():
 
     with pytest.raises(ValueError, match="expert style"):
         ExpertConfig(style="jerky")
+
+
+def test_action_noise_perturbs_the_executed_motion_and_records_the_experts_action():
+    """DART-style recovery data (`--action-noise`): the recorded action is the expert's command for
+    the state it saw, while the state moves by that command plus noise; with
+    `--action-noise-fraction` only about that share of the steps is perturbed."""
+    from ecot.sim.collect import record_episode
+
+    def deviations(ep):  # |executed translation - recorded action| per step, before the final frame
+        executed = np.diff(ep.states[:, :3], axis=0)
+        return np.linalg.norm(executed - ep.actions[:-1, :3], axis=1)
+
+    with TabletopEnv(SimConfig(image_size=64, num_objects=2)) as e:
+        clean = [record_episode(e, s, "push", "seen", stop_at_success=True, expert_style="axis") for s in (0, 1)]
+        noisy = [record_episode(e, s, "push", "seen", stop_at_success=True, expert_style="axis", action_noise=0.01)
+                 for s in (0, 1)]
+        some = [record_episode(e, s, "push", "seen", stop_at_success=True, expert_style="axis", action_noise=0.01,
+                               action_noise_fraction=0.3) for s in (0, 1)]
+    off = 0.004  # well above the clean tracking error, well below the typical 1-cm-std perturbation
+    clean_dev = np.concatenate([deviations(ep) for ep in clean])
+    noisy_dev = np.concatenate([deviations(ep) for ep in noisy])
+    some_dev = np.concatenate([deviations(ep) for ep in some])
+    assert np.mean(clean_dev > off) < 0.1, "without noise the gripper should follow the recorded actions"
+    assert np.mean(noisy_dev > off) > 0.6, "with noise on every step most steps should leave the commanded path"
+    assert 0.1 < np.mean(some_dev > off) < 0.5, "about 30 % of the steps should be perturbed"
+    # The recorded actions are still the axis expert's (no noise in the labels): fixed-speed steps.
+    moves = np.abs(np.concatenate([ep.actions[:-1, :3] for ep in noisy]))
+    assert np.all(moves <= 0.04 + 1e-6)
+    assert all(ep.metadata["success"] for ep in clean + some)
+
+
+def test_collect_config_rejects_a_bad_noise_fraction(tmp_path):
+    from ecot.errors import UsageError
+    from ecot.sim.collect import CollectConfig
+
+    with pytest.raises(UsageError, match="action_noise_fraction"):
+        CollectConfig(task="push", episodes=1, action_noise=0.01, action_noise_fraction=0.0)
