@@ -47,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-objects", type=int, default=r["num_objects"])
     p.add_argument("--expert-style", default=r["expert_style"], choices=("smooth", "axis"))
     p.add_argument("--episodes", type=int, default=r["episodes"], help="demonstrations (seen compositions)")
+    p.add_argument("--action-noise", type=float, default=0.0, help="recovery data: std (m) of the noise on executed steps")
+    p.add_argument("--action-noise-fraction", type=float, default=1.0, help="share of the steps that get the noise")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
     p.add_argument("--steps", type=int, default=r["train_steps"], help="optimizer steps of every recipe")
@@ -82,7 +84,8 @@ def main() -> None:
     t = time.perf_counter()
     collect(dataset, CollectConfig(task=args.task, split="seen", episodes=args.episodes, seed=args.seed,
                                    image_size=args.image_size, workers=args.workers, num_objects=args.num_objects,
-                                   stop_at_success=True, expert_style=args.expert_style))
+                                   stop_at_success=True, expert_style=args.expert_style, action_noise=args.action_noise,
+                                   action_noise_fraction=args.action_noise_fraction))
     cost["collect_s"] = time.perf_counter() - t
     t = time.perf_counter()
     run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=args.workers))
@@ -130,7 +133,9 @@ def main() -> None:
         "policy_quality",
         {
             "what": (f"{args.task} with {args.num_objects} objects, {args.episodes} {args.expert_style}-style "
-                     f"demonstrations at {args.image_size} px, "
+                     f"demonstrations at {args.image_size} px"
+                     + (f" (executed steps perturbed: {args.action_noise} m std on {args.action_noise_fraction:.0%} of them)"
+                        if args.action_noise else "") + ", "
                      f"{args.model}, {args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
                      f"{args.eval_episodes} closed-loop episodes per policy and split, {args.max_steps} steps each"),
             "value": results,
