@@ -39,13 +39,14 @@ POLICIES = {
 
 def parse_args() -> argparse.Namespace:
     from ecot.demo import DEMO_RECIPE
+    from ecot.sim import EXPERT_STYLES
 
     r = DEMO_RECIPE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/policy_quality", help="work directory (resumable)")
     p.add_argument("--task", default=r["task"], help="task family of the demonstrations and evaluations")
     p.add_argument("--num-objects", type=int, default=r["num_objects"])
-    p.add_argument("--expert-style", default=r["expert_style"], choices=("smooth", "axis"))
+    p.add_argument("--expert-style", default=r["expert_style"], choices=EXPERT_STYLES)
     p.add_argument("--episodes", type=int, default=r["episodes"], help="demonstrations (seen compositions)")
     p.add_argument("--action-noise", type=float, default=0.0, help="recovery data: std (m) of the noise on executed steps")
     p.add_argument("--action-noise-fraction", type=float, default=1.0, help="share of the steps that get the noise")

@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import write_result  # noqa: E402
-
-MODES = ("full", "reuse", "async", "no-reasoning")
+from ecot.policy.modes import MODES  # noqa: E402
 
 
 def run(model, mode: str | None, episodes: int, steps: int, image_size: int, reuse_steps: int,

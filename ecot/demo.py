@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ecot.options import DefaultsHelpFormatter, add_options, build, option
+from ecot.sim import EXPERT_STYLES
 
 
 # The recipe the demo and benchmarks/policy_quality.py train by default: what a tiny policy learns on
@@ -47,7 +48,7 @@ class DemoConfig:
     out: str = option("runs/demo", "run directory")
     task: str = option(DEMO_RECIPE["task"], "task family of demonstrations and rollouts ('all': round robin)")
     num_objects: int = option(DEMO_RECIPE["num_objects"], "objects per scene")
-    expert_style: str = option(DEMO_RECIPE["expert_style"], "the scripted expert's motion", choices=("smooth", "axis"))
+    expert_style: str = option(DEMO_RECIPE["expert_style"], "the scripted expert's motion", choices=EXPERT_STYLES)
     episodes: int = option(DEMO_RECIPE["episodes"], "demonstrations to collect")
     image_size: int = option(DEMO_RECIPE["image_size"], "camera resolution")  # the tiny preset's input size
     train_steps: int = option(DEMO_RECIPE["train_steps"], "optimizer steps")

@@ -21,10 +21,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from ecot.errors import UsageError
+from ecot.policy.modes import MODES
 from ecot.reasoning import Reasoning
 
 BUILTIN = ("expert", "oracle", "random")
-MODES = ("full", "reuse", "async", "no-reasoning")
 
 
 @dataclass

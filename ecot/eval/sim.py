@@ -26,6 +26,7 @@ from ecot.eval.policies import MODES, EvalPolicy, StepOutput, hold_action, make_
 from ecot.errors import UsageError
 from ecot.eval.results import RESULTS_NAME, EpisodeLog, aggregate, check_config, write_atomic
 from ecot.options import option
+from ecot.policy.modes import ACTION_DECODINGS
 from ecot.reasoning import Reasoning
 from ecot.sim.tasks import FAMILIES, SPLITS
 
@@ -48,7 +49,7 @@ class EvalConfig:
     mode: str = option("full", "policy mode of a local checkpoint", choices=MODES)  # ECoTPolicy mode
     reuse_steps: int = option(5, "reasoning reuse interval for --mode reuse")
     action_decoding: str = option("argmax", "action tokens -> action of a local checkpoint: the greedy bin, or "
-                                  "the mean over the bins' probabilities", choices=("argmax", "expected"))
+                                  "the mean over the bins' probabilities", choices=ACTION_DECODINGS)
     max_steps: int = option(80, "control steps per episode")
     image_size: int = option(224, "camera resolution; use the resolution the policy was trained at")
     num_objects: int = option(4, "objects per scene (the task's own plus distractors)")

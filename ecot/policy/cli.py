@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ecot.options import DefaultsHelpFormatter, add_later, add_options, build, option
 
-MODES = ("full", "reuse", "async", "no-reasoning")  # == ecot.policy.MODES (kept import-free for `ecot --help`)
+from ecot.policy.modes import MODES
 
 
 @dataclass

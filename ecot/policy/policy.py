@@ -33,15 +33,12 @@ from ecot.options import option
 from ecot.policy.decoder import DEFAULT_BUDGETS, TAGS, DecodeRequest, DecodeResult, ECoTDecoder
 from ecot.policy.grammar import writes_tag_or_eos
 from ecot.policy.observation import check_image, check_instruction
+from ecot.policy.modes import ACTION_DECODINGS, MODES
 from ecot.prompts import conditioning_prompt
 from ecot.reasoning import MOVE_REASONING, TAG_TO_FIELD, Reasoning, prefix_before, render_objects, render_points
 
-MODES = ("full", "reuse", "async", "no-reasoning")
 HIGH_LEVEL_END = TAGS.index(MOVE_REASONING)  # fields before it are the reusable high-level part
 FIELD_TO_TAG = {name: tag for tag, name in TAG_TO_FIELD.items()}
-
-
-ACTION_DECODINGS = ("argmax", "expected")
 
 
 @dataclass

@@ -5,7 +5,7 @@ Nothing heavy is imported at module level; the handler imports the server.
 
 from __future__ import annotations
 
-MODES = ("full", "reuse", "async", "no-reasoning")  # ecot.policy.MODES (not imported: it pulls torch)
+from ecot.policy.modes import MODES
 
 
 def register(subparsers) -> None:

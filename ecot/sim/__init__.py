@@ -14,6 +14,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# The scripted expert's motion styles (ecot.sim.expert), here so CLI options can name them without numpy.
+EXPERT_STYLES = ("smooth", "axis")
+
 _EXPORTS = {
     "TabletopEnv": "ecot.sim.env",
     "SimConfig": "ecot.sim.env",

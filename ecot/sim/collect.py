@@ -19,6 +19,7 @@ import numpy as np
 from ecot.errors import UsageError
 from ecot.options import option
 from ecot.runlock import die_with_parent, locked_dir, unique_temp
+from ecot.sim import EXPERT_STYLES
 from ecot.sim.tasks import FAMILIES, SPLITS
 
 COLLECT_META = "meta/ecot_collect.json"
@@ -42,7 +43,7 @@ class CollectConfig:
     num_objects: int = option(4, "objects per scene (the task's own plus distractors)")
     stop_at_success: bool = option(False, "end each demonstration when its task is achieved (no retreat frames)")
     expert_style: str = option("smooth", "smooth: human-like straight moves with noise and pauses; axis: "
-                               "fixed-speed steps per axis, no noise", choices=("smooth", "axis"))
+                               "fixed-speed steps per axis, no noise", choices=EXPERT_STYLES)
     # DART-style recovery data: the executed translation gets this much Gaussian noise (m, per axis)
     # while the recorded action stays the expert's, so off-path states carry corrective labels.
     action_noise: float = option(0.0, "std (m) of Gaussian noise added to the executed translation while the "
@@ -64,8 +65,6 @@ class CollectConfig:
                 raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < MIN_IMAGE_SIZE:
             raise UsageError(f"image_size must be an integer of at least {MIN_IMAGE_SIZE} pixels, got {self.image_size!r}")
-        from ecot.sim.expert import EXPERT_STYLES
-
         if self.expert_style not in EXPERT_STYLES:
             raise UsageError(f"unknown expert style {self.expert_style!r}; expected one of {', '.join(EXPERT_STYLES)}")
         if not 0 <= self.action_noise <= 0.05:

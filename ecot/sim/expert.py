@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
+from ecot.sim import EXPERT_STYLES
 from ecot.sim.tasks import DIRECTIONS, PUSH_GOAL, relation_goal
 
 
-EXPERT_STYLES = ("smooth", "axis")
 AXIS_DEADBAND = 0.003  # "axis" style: an axis within this of its waypoint does not move (no 1-mm corrections)
 
 
