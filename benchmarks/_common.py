@@ -35,7 +35,8 @@ def write_result(name: str, result: dict, out_dir: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **result}
     # How it was run, so a README figure can be reproduced: the command line and the cores it may use.
-    payload.setdefault("command", "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]))
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), RESULTS_DIR.parent.parent)  # benchmarks/x.py from any cwd
+    payload.setdefault("command", " ".join(["python", script, *sys.argv[1:]]))
     payload["machine"]["cpu_affinity"] = sorted(os.sched_getaffinity(0))
     path = out_dir / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")

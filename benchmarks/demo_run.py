@@ -36,10 +36,10 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "ecot", "demo", "--out", str(out), *args.extra], check=True, env=env)
     wall = time.perf_counter() - t
     summary = json.loads((out / "summary.json").read_text())
-    write_result("demo", summary_result(summary, wall, "python benchmarks/demo_run.py " + " ".join(sys.argv[1:])))
+    write_result("demo", summary_result(summary, wall))
 
 
-def summary_result(summary: dict, wall_s: float, command: str) -> dict:
+def summary_result(summary: dict, wall_s: float) -> dict:
     m = summary.get("held_out_metrics", {})
     pick = lambda prefix: {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith(prefix)}  # noqa: E731
     return {
@@ -50,7 +50,6 @@ def summary_result(summary: dict, wall_s: float, command: str) -> dict:
         "baseline": {"held_out_majority_token": pick("eval/majority_"), "held_out_zero_motion": pick("eval/zero_motion_"),
                      "goal": "success_rate >= 0.5 in <= 15 min on 2 CPU cores"},
         "ratio": None,
-        "command": command,
     }
 
 

@@ -126,7 +126,6 @@ def main() -> None:
         {
             "what": "greedy decode tokens/s, tiny-siglip (random weights, float32, batch 1), prefill excluded"
                     + (", our loop compiled (torch.compile, inductor)" if args.compile else ""),
-            "command": "python benchmarks/policy_decode_cpu.py " + " ".join(sys.argv[1:]),
             "torch_threads": args.threads,
             "load_average": os.getloadavg(),
             "new_tokens": n,

@@ -198,7 +198,6 @@ def main() -> None:
             "value": results,
             "baseline": {"generate_tokens_per_s": results["decode"]["generate_tokens_per_s"]},
             "ratio": results["ratio_vs_generate"],
-            "command": "python benchmarks/policy_gpu.py " + " ".join(sys.argv[1:]),
         },
         out_dir=out_dir,
     )

@@ -143,7 +143,6 @@ def main() -> None:
             "baseline": {"expert": results["expert"], "random": results["random"]},
             "cost_s": {k: round(v, 1) for k, v in cost.items()},
             "report": str(report),
-            "command": "python benchmarks/policy_quality.py " + " ".join(sys.argv[1:]),
         },
     )
 

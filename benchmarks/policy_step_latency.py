@@ -130,7 +130,6 @@ def main() -> None:
             "baseline": {"predict_action": base},
             "ratio": ratios,
             "ratio_meaning": "predict_action CPU ms per step / the mode's (higher is better); goals: reuse >= 4, no-reasoning >= 15",
-            "command": "python benchmarks/policy_step_latency.py " + " ".join(sys.argv[1:]),
         },
     )
 

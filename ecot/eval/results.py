@@ -112,16 +112,15 @@ class EpisodeLog:
         return [self.records[k] for k in keys]
 
 
-NEW_SETTING_DEFAULTS = {"num_objects": 4, "action_decoding": "argmax"}
+def check_config(out: str | Path, identity: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
+    """Store the run's settings; refuse to resume a directory written with different ones.
 
-
-def check_config(out: str | Path, identity: dict[str, Any]) -> None:
-    """Store the run's settings; refuse to resume a directory written with different ones."""
+    ``defaults``: each setting's default, which a setting missing from an older run's file (added
+    since that run was written) is compared at."""
     path = Path(out) / CONFIG_NAME
     if path.exists():
         previous = json.loads(path.read_text())
-        # Settings added since that run was written compare at their defaults.
-        previous = {**{k: v for k, v in NEW_SETTING_DEFAULTS.items() if k in identity}, **previous}
+        previous = {**{k: v for k, v in (defaults or {}).items() if k in identity}, **previous}
         if previous != identity:
             diff = {k: (previous.get(k), identity.get(k)) for k in sorted(set(previous) | set(identity))
                     if previous.get(k) != identity.get(k)}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -243,7 +243,8 @@ def evaluate(config: EvalConfig, progress: bool = True,
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    check_config(out, config.identity())
+    defaults = {f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}
+    check_config(out, config.identity(), defaults=defaults)  # settings added since an older run: their defaults
     log = EpisodeLog(out)
     todo = [i for i in range(config.episodes) if i not in log]
     gif_counts = {True: 0, False: 0}

@@ -178,13 +178,13 @@ def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, parent_p
 
 
 def _collect_one(args: tuple) -> Any:
-    index, family, split, base_seed, attempts, stop_at_success, expert_style, action_noise, noise_fraction = args
+    index, family, config = args
     env = _WORKER["env"]
     episode = None
-    for attempt in range(attempts):
-        episode = record_episode(env, episode_seed(base_seed, index, attempt), family, split,
-                                 stop_at_success=stop_at_success, expert_style=expert_style, action_noise=action_noise,
-                                 action_noise_fraction=noise_fraction)
+    for attempt in range(config.max_attempts):
+        episode = record_episode(env, episode_seed(config.seed, index, attempt), family, config.split,
+                                 stop_at_success=config.stop_at_success, expert_style=config.expert_style,
+                                 action_noise=config.action_noise, action_noise_fraction=config.action_noise_fraction)
         episode.metadata["attempt"] = attempt
         if episode.metadata["success"]:
             break
@@ -232,9 +232,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
     tmp.write_text(json.dumps(config.identity(), indent=2))
     os.replace(tmp, meta_path)
     start = len(writer)
-    jobs = [(k, config.families[k % len(config.families)], config.split, config.seed, config.max_attempts,
-             config.stop_at_success, config.expert_style, config.action_noise, config.action_noise_fraction)
-            for k in range(start, config.episodes)]
+    jobs = [(k, config.families[k % len(config.families)], config) for k in range(start, config.episodes)]
     successes = 0
     bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
     try:

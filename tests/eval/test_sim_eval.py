@@ -125,3 +125,16 @@ def test_bad_input_gives_clear_errors(tmp_path):
         from ecot.viz.report import write_report
 
         write_report([tmp_path / "o"], tmp_path / "x.html")
+
+
+def test_an_older_run_without_a_newer_setting_resumes_at_its_default(tmp_path):
+    """eval_config.json written before --num-objects / --action-decoding existed: resuming with the
+    defaults continues it, asking for other values is refused."""
+    config = EvalConfig(policy="expert", out=str(tmp_path), task="push", episodes=1, max_steps=3, image_size=32)
+    old = config.identity()
+    del old["num_objects"], old["action_decoding"]
+    (tmp_path / "eval_config.json").write_text(json.dumps(old))
+    assert evaluate(config)["episodes"] == 1
+    with pytest.raises(ValueError, match="num_objects"):
+        evaluate(EvalConfig(policy="expert", out=str(tmp_path), task="push", episodes=1, max_steps=3, image_size=32,
+                            num_objects=3))
