@@ -37,13 +37,18 @@ from ecot.policy.modes import MODES  # noqa: E402
 
 
 def run(model, mode: str | None, episodes: int, steps: int, image_size: int, reuse_steps: int,
-        task: str | None = None, num_objects: int = 4) -> dict:
+        task: str | None = None, num_objects: int = 4, compile: bool = False) -> dict:
     from ecot.policy import ECoTPolicy
     from ecot.sim import SimConfig, TabletopEnv
 
     wall, cpu, tokens = [], [], []
-    policy = ECoTPolicy(model, mode=mode, reuse_steps=reuse_steps) if mode else None
+    policy = ECoTPolicy(model, mode=mode, reuse_steps=reuse_steps, compile=compile) if mode else None
     with TabletopEnv(SimConfig(image_size=image_size, max_steps=steps + 1, num_objects=num_objects)) as env:
+        if policy is not None and compile:  # compilation happens on the first steps: not timed
+            obs, _ = env.reset(seed=999, task=task)
+            for _ in range(reuse_steps + 1):
+                obs, *_ = env.step(policy.step(obs["image"], env.task.instruction).action)
+            policy._session.wait_idle(timeout=300)  # async: the background decoder compiles too
         for episode in range(episodes):
             obs, _ = env.reset(seed=1000 + episode, task=task)
             instruction = env.task.instruction
@@ -87,6 +92,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--task", default=None, help="task family of the episodes (default: a random family each)")
     parser.add_argument("--num-objects", type=int, default=4, help="objects per scene")
+    parser.add_argument("--compile", action="store_true",
+                        help="the modes run with the torch.compile'd decode step (inductor); writes "
+                             "policy_step_latency_compiled.json")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
@@ -111,13 +119,16 @@ def main() -> None:
     run(model, "full", 1, 2, size, args.reuse_steps, **scene)  # warm-up
     results = {"predict_action": run(model, None, args.episodes, args.steps, size, args.reuse_steps, **scene)}
     for mode in MODES:
-        results[mode] = run(model, mode, args.episodes, args.steps, size, args.reuse_steps, **scene)
+        results[mode] = run(model, mode, args.episodes, args.steps, size, args.reuse_steps, **scene,
+                            compile=args.compile)
     base = results["predict_action"]
     ratios = {m: round(base["mean_cpu_ms"] / results[m]["mean_cpu_ms"], 2) for m in MODES}
     write_result(
-        "policy_step_latency",
+        "policy_step_latency_compiled" if args.compile else "policy_step_latency",
         {
-            "what": "ms per closed-loop control step in the built-in sim (policy time only), tiny-siglip, CPU",
+            "what": "ms per closed-loop control step in the built-in sim (policy time only), tiny-siglip, CPU"
+                    + (", the modes' one-token decode step torch.compile'd (inductor; compiled before timing)"
+                       if args.compile else ""),
             "checkpoint": source,
             "episodes": args.episodes,
             "steps_per_episode": args.steps,

@@ -70,12 +70,11 @@ class DemoConfig:
             raise UsageError(f"--rollouts must be >= 0, got {self.rollouts}")
         if self.image_size < 16:
             raise UsageError(f"--image-size must be at least 16 pixels, got {self.image_size}")
-        from ecot.sim.tasks import FAMILIES
+        from ecot.sim.tasks import FAMILIES, check_num_objects
 
         if self.task != "all" and self.task not in FAMILIES:
             raise UsageError(f"--task must be 'all' or one of {', '.join(FAMILIES)}, got {self.task!r}")
-        if self.num_objects < 2:
-            raise UsageError(f"--num-objects must be at least 2, got {self.num_objects}")
+        check_num_objects(self.task, self.num_objects)
         if not self.lr > 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
 

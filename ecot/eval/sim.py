@@ -28,7 +28,7 @@ from ecot.eval.results import RESULTS_NAME, EpisodeLog, aggregate, check_config,
 from ecot.options import option
 from ecot.policy.modes import ACTION_DECODINGS
 from ecot.reasoning import Reasoning
-from ecot.sim.tasks import FAMILIES, SPLITS
+from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects
 
 GIF_DIR = "gifs"
 
@@ -71,8 +71,7 @@ class EvalConfig:
             raise UsageError(f"unknown split {self.split!r}; expected one of {', '.join(SPLITS)}")
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
-        if self.num_objects < 2:
-            raise UsageError(f"num_objects must be at least 2, got {self.num_objects}")
+        check_num_objects(self.task, self.num_objects)
         for name in ("episodes", "max_steps", "workers", "reuse_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -20,7 +20,7 @@ from ecot.errors import UsageError
 from ecot.options import option
 from ecot.runlock import die_with_parent, locked_dir, unique_temp
 from ecot.sim import EXPERT_STYLES
-from ecot.sim.tasks import FAMILIES, SPLITS
+from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects
 
 COLLECT_META = "meta/ecot_collect.json"
 MIN_IMAGE_SIZE = 16
@@ -71,8 +71,7 @@ class CollectConfig:
             raise UsageError(f"action_noise must be in [0, 0.05] m, got {self.action_noise}")
         if not 0 < self.action_noise_fraction <= 1:
             raise UsageError(f"action_noise_fraction must be in (0, 1], got {self.action_noise_fraction}")
-        if self.num_objects < 2:
-            raise UsageError(f"num_objects must be at least 2 (a task object and a target or distractor), got {self.num_objects}")
+        check_num_objects(self.task, self.num_objects)
         if self.max_steps < 2:
             raise UsageError(f"max_steps must be at least 2, got {self.max_steps}")
         if not self.dataset_name or "/" in self.dataset_name:

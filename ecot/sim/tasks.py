@@ -262,14 +262,30 @@ def make_instruction(rng: np.random.Generator, family: str, objects, main, targe
     return template.format(obj=obj, region=relation)
 
 
+def min_objects(family: str) -> int:
+    """Fewest objects a scene of ``family`` (or ``"all"``) can have: a push needs only its object,
+    the other families a target or reference too."""
+    return 1 if family == "push" else 2
+
+
+def check_num_objects(family: str, num_objects: int) -> None:
+    """Refuse a scene size the task family cannot be built with (a UsageError naming both)."""
+    from ecot.errors import UsageError
+
+    low = min_objects(family)
+    if num_objects < low:
+        why = "its object" if low == 1 else "a task object and a target or distractor"
+        raise UsageError(f"num_objects must be at least {low} for task {family!r} ({why}), got {num_objects}")
+
+
 def sample_task(rng: np.random.Generator, family: str, split: str = "seen", num_objects: int = 4) -> TaskSpec:
     """A random task of ``family`` in ``split`` (layout + instruction), drawn from ``rng``."""
     if family not in FAMILIES:
         raise ValueError(f"unknown task family {family!r}; expected one of {', '.join(FAMILIES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if num_objects < 2:
-        raise ValueError(f"num_objects must be at least 2, got {num_objects}")
+    if num_objects < min_objects(family):
+        raise ValueError(f"num_objects must be at least {min_objects(family)} for {family}, got {num_objects}")
     for _ in range(5000):
         sampled = _try_sample(rng, family, num_objects)
         if sampled is None:

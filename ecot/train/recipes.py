@@ -55,6 +55,9 @@ class RunConfig:
     join: str = option("aligned", "reasoning join (original: Bridge one-step offset)", choices=sorted(JOIN_MODES),
                        group="samples")
     augment: bool = option(False, "OpenVLA image augmentation (crop + colour jitter)", group="samples")
+    vision_pretrain_steps: int = option(
+        0, "first train the vision tower alone on the sim's ground truth for N steps (from-scratch presets; "
+        "ecot.train.vision_pretrain)", group="run")
     eval_episodes: int | None = option(None, "held-out episodes, the last ones (default 10%)",
                                        group="run")  # at least 1 when possible
     tokenizer_vocab: int | None = option(None, cli=False)  # tiny presets: base vocabulary (default: the preset's pad_token_id)
@@ -76,6 +79,13 @@ class RunConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise UsageError(f"{name} must be a probability in [0, 1], got {value}")
+        if self.vision_pretrain_steps < 0:
+            raise UsageError(f"vision_pretrain_steps must be >= 0, got {self.vision_pretrain_steps}")
+        from ecot.model.config import PRESETS
+
+        if self.vision_pretrain_steps and self.model not in PRESETS:
+            raise UsageError("vision pre-training trains a tower from scratch: use it with a preset --model, "
+                             f"not the checkpoint {self.model!r}")
         if self.eval_episodes is not None and self.eval_episodes < 0:
             raise UsageError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
         self.train.out_dir = self.out
@@ -248,6 +258,15 @@ def build_run(run: RunConfig):
         model, processor = VLA(config), VLAProcessor.from_pretrained(latest, config=config)
     else:
         model, processor = build_model(run, dataset_key, stats, train_steps, reasoning)
+        if run.vision_pretrain_steps:
+            from ecot.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
+
+            figures = pretrain_vision(model, processor, dataset, train_eps, run.out,
+                                      VisionPretrainConfig(steps=run.vision_pretrain_steps, seed=run.train.seed),
+                                      progress=run.train.progress)
+            import sys
+
+            print(f"vision pre-training: {figures}", file=sys.stderr)
 
     samples = sample_config(run)
     train_data = StepDataset(train_steps, reasoning, processor, stats, samples, dataset_key)
