@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--action-noise-fraction", type=float, default=1.0, help="share of the steps that get the noise")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
+    p.add_argument("--vision-pretrain-steps", type=int, default=r["vision_pretrain_steps"],
+                   help="vision pre-training steps on the sim's ground truth before every recipe (0: none)")
     p.add_argument("--steps", type=int, default=r["train_steps"], help="optimizer steps of every recipe")
     p.add_argument("--batch-size", type=int, default=r["batch_size"])
     p.add_argument("--lr", type=float, default=r["lr"])
@@ -122,7 +124,8 @@ def main() -> None:
         if recipe not in trained:
             t = time.perf_counter()
             metrics = train_policy(dataset, annotations, run, recipe=recipe, model=args.model, steps=args.steps,
-                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                   vision_pretrain_steps=args.vision_pretrain_steps)
             cost[f"train_{recipe}_s"] = time.perf_counter() - t
             trained[recipe] = metrics
         for split in ("seen", "heldout"):
@@ -137,7 +140,9 @@ def main() -> None:
                      f"demonstrations at {args.image_size} px"
                      + (f" (executed steps perturbed: {args.action_noise} m std on {args.action_noise_fraction:.0%} of them)"
                         if args.action_noise else "") + ", "
-                     f"{args.model}, {args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
+                     f"{args.model}, " + (f"{args.vision_pretrain_steps} vision pre-training steps, "
+                                          if args.vision_pretrain_steps else "")
+                     + f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
                      f"{args.eval_episodes} closed-loop episodes per policy and split, {args.max_steps} steps each"),
             "value": results,
             "baseline": {"expert": results["expert"], "random": results["random"]},

@@ -33,6 +33,7 @@ DEMO_RECIPE: dict = {
     "episodes": 200,  # demonstrations, each ending when its task is achieved (no retreat frames)
     "image_size": 112,
     "model": "tiny-siglip",
+    "vision_pretrain_steps": 0,  # on: the tower first learns to see on the sim's ground truth (did not help: docs/quality.md)
     "train_steps": 600,
     "batch_size": 16,
     "lr": 1e-3,
@@ -51,6 +52,8 @@ class DemoConfig:
     expert_style: str = option(DEMO_RECIPE["expert_style"], "the scripted expert's motion", choices=EXPERT_STYLES)
     episodes: int = option(DEMO_RECIPE["episodes"], "demonstrations to collect")
     image_size: int = option(DEMO_RECIPE["image_size"], "camera resolution")  # the tiny preset's input size
+    vision_pretrain_steps: int = option(DEMO_RECIPE["vision_pretrain_steps"],
+                                        "vision pre-training steps on the sim's ground truth (0: none)")
     train_steps: int = option(DEMO_RECIPE["train_steps"], "optimizer steps")
     batch_size: int = option(DEMO_RECIPE["batch_size"], "training batch size")
     lr: float = option(DEMO_RECIPE["lr"], "learning rate (cosine schedule)")
@@ -63,6 +66,8 @@ class DemoConfig:
     def __post_init__(self) -> None:
         from ecot.errors import UsageError
 
+        if self.vision_pretrain_steps < 0:
+            raise UsageError(f"--vision-pretrain-steps must be >= 0, got {self.vision_pretrain_steps}")
         for name in ("episodes", "train_steps", "batch_size", "rollout_steps", "workers"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -141,7 +146,8 @@ def _run_demo(config: DemoConfig) -> dict:
     t0 = time.perf_counter()
     _say(f"3/4 training a {config.model} ECoT policy for {config.train_steps} steps on {_device()} -> {run}")
     metrics = train_policy(dataset, annotations, run, recipe="ecot", model=config.model, steps=config.train_steps,
-                           batch_size=config.batch_size, lr=config.lr, seed=config.seed)
+                           batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                           vision_pretrain_steps=config.vision_pretrain_steps)
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -167,7 +173,8 @@ def _run_demo(config: DemoConfig) -> dict:
 
 
 def train_policy(dataset: Path, annotations: Path, run: Path, recipe: str = "ecot", model: str = "tiny-siglip",
-                 steps: int = 600, batch_size: int = 16, lr: float = 1e-3, seed: int = 0) -> dict:
+                 steps: int = 600, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
+                 vision_pretrain_steps: int = 0) -> dict:
     """Stage 3 through the training API (what `ecot train` runs for the same flags); resumable from the
     run's checkpoints. Returns the last held-out metrics, with the majority-token and zero-motion
     predictors' figures on the same steps."""
@@ -177,8 +184,11 @@ def train_policy(dataset: Path, annotations: Path, run: Path, recipe: str = "eco
     if not (run / "final").exists():
         train_config = TrainConfig(out_dir=str(run), max_steps=steps, batch_size=batch_size, lr=lr, schedule="cosine",
                                    warmup_steps=20, log_every=50, seed=seed, save_every=100, keep_last=1)
+        from ecot.model.config import PRESETS
+
         run_config = RunConfig(data=str(dataset), out=str(run), recipe=recipe, model=model,
-                               features=str(annotations), train=train_config)
+                               features=str(annotations), train=train_config,
+                               vision_pretrain_steps=vision_pretrain_steps if model in PRESETS else 0)
         model_, processor, train_data, eval_data, action_stats = build_run(run_config)
         Trainer(run_config.train, model_, processor, train_data, eval_data=eval_data, action_stats=action_stats).fit()
     return _final_metrics(run)

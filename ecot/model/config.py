@@ -72,7 +72,6 @@ VIT_SPECS: dict[str, ViTSpec] = {
     "vit_large_patch14_reg4_dinov2.lvd142m": _DINOV2_L_REG4,
     "vit_large_patch14_reg4_dinov2": _DINOV2_L_REG4,
     "ecot_tiny_siglip_patch14": ViTSpec(embed_dim=64, depth=3, num_heads=4, mlp_hidden=239),
-    "ecot_small_siglip_patch14": ViTSpec(embed_dim=192, depth=5, num_heads=3, mlp_hidden=768),
     "ecot_tiny_dinov2_reg4_patch14": replace(_DINOV2_L_REG4, embed_dim=48, depth=3, num_heads=3, mlp_hidden=192),
 }
 
@@ -342,16 +341,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "use_fused_vision_backbone": False,
         "image_resize_strategy": "letterbox",
         "timm_model_ids": ["ecot_tiny_siglip_patch14"],
-        "timm_override_act_layers": [None],
-    },
-    "small-siglip": {
-        **_COMMON_TINY,
-        "vision_backbone_id": "small-siglip",
-        "llm_backbone_id": "vicuna-tiny",
-        "arch_specifier": "no-align+gelu-mlp",
-        "use_fused_vision_backbone": False,
-        "image_resize_strategy": "letterbox",
-        "timm_model_ids": ["ecot_small_siglip_patch14"],
         "timm_override_act_layers": [None],
     },
     "tiny-dinosiglip": {

@@ -123,26 +123,6 @@ class AttentionPoolLatent(nn.Module):
         return out[:, 0]
 
 
-def sincos_position_grid(grid: int, dim: int) -> torch.Tensor:
-    """2-D sine-cosine position codes ``[1, grid*grid, dim]`` (like MAE's fixed embedding, rows then
-    columns), with frequencies spread from one radian per patch down to a period of ~4 grids.
-
-    A tower trained from scratch starts from these instead of noise: a released checkpoint's learned
-    ``pos_embed`` replaces them on loading, so only from-scratch training sees the difference."""
-    quarter = dim // 4
-    freqs = (2.0 * grid) ** (-torch.arange(quarter, dtype=torch.float32) / max(quarter - 1, 1))
-    coords = torch.arange(grid, dtype=torch.float32)
-    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
-    parts = []
-    for axis in (rows.reshape(-1), cols.reshape(-1)):
-        angles = axis[:, None] * freqs[None, :]
-        parts += [angles.sin(), angles.cos()]
-    codes = torch.cat(parts, dim=1)
-    if codes.shape[1] < dim:  # dims not divisible by 4: pad with zeros
-        codes = torch.cat([codes, torch.zeros(codes.shape[0], dim - codes.shape[1])], dim=1)
-    return codes[None]
-
-
 class VisionTransformer(nn.Module):
     """A timm-named ViT; :meth:`forward` returns the VLA features ``[B, num_patches, embed_dim]``."""
 
@@ -167,9 +147,6 @@ class VisionTransformer(nn.Module):
     def _init_weights(self) -> None:
         if self.pos_embed.is_meta:
             return
-        with torch.no_grad():  # where each patch is, readable from the first step (trained from there)
-            grid = sincos_position_grid(self.grid, self.spec.embed_dim) * 0.5
-            self.pos_embed[:, self.pos_embed.shape[1] - self.num_patches :] = grid
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)

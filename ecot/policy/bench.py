@@ -51,6 +51,8 @@ def bench_policy(model: Any, instruction: str, modes: Sequence[str] = MODES, ste
     """Mean / p50 / p95 ms per control step and tokens decoded per step, per mode (and the baseline)."""
     from tqdm import tqdm
 
+    from ecot.model.vla import ActionDecodeError
+
     size = int(model.processor.image_size)
     frames = list(frames) if frames is not None else synthetic_frames(steps + warmup, size=max(size, 64))
     if len(frames) < steps + warmup:
@@ -59,15 +61,18 @@ def bench_policy(model: Any, instruction: str, modes: Sequence[str] = MODES, ste
     runs = ([("predict_action", None)] if baseline else []) + [(m, m) for m in modes]
     bar = tqdm(total=len(runs) * (steps + warmup), desc="policy bench", disable=not progress, unit="step")
     for name, mode in runs:
-        ms, tokens = [], []
+        ms, tokens, failed = [], [], 0
         policy = None
         if mode is not None:
             policy = ECoTPolicy(model, config=PolicyConfig(mode=mode, reuse_steps=reuse_steps, **(config or {})))
         for t, frame in enumerate(frames[: steps + warmup]):
             start = time.perf_counter()
             if policy is None:
-                pred = model.predict_action(frame, instruction)
-                n_tokens = len(pred.generated_ids)
+                try:
+                    n_tokens = len(model.predict_action(frame, instruction).generated_ids)
+                except ActionDecodeError as err:  # free generation wrote no valid action: its time still counts
+                    n_tokens = len(err.generated_ids)
+                    failed += 1
             else:
                 out = policy.step(frame, instruction)
                 n_tokens = out.timings["tokens_decoded"]
@@ -81,6 +86,8 @@ def bench_policy(model: Any, instruction: str, modes: Sequence[str] = MODES, ste
         if policy is not None:
             policy.close()
         results[name] = _summary(ms, tokens)
+        if policy is None:
+            results[name]["no_valid_action_steps"] = failed  # free generation can fail; the grammar cannot
     bar.close()
     if baseline:
         base = results["predict_action"]["mean_ms"]

@@ -290,3 +290,17 @@ def test_collect_config_rejects_a_bad_noise_fraction(tmp_path):
 
     with pytest.raises(UsageError, match="action_noise_fraction"):
         CollectConfig(task="push", episodes=1, action_noise=0.01, action_noise_fraction=0.0)
+
+
+def test_a_push_scene_can_hold_only_its_object_and_the_other_families_refuse_one(tmp_path):
+    from ecot.errors import UsageError
+    from ecot.sim.collect import CollectConfig
+
+    with TabletopEnv(SimConfig(render=False, num_objects=1)) as env:
+        *_, success = _rollout(env, 3, "push")
+        assert len(env.task.objects) == 1 and env.task.family == "push" and success
+        with pytest.raises(ValueError, match="at least 2 for stack"):
+            env.reset(seed=3, task="stack")
+    with pytest.raises(UsageError, match="at least 2 for task 'all'"):
+        CollectConfig(task="all", episodes=1, num_objects=1)
+    assert CollectConfig(task="push", episodes=1, num_objects=1).num_objects == 1
