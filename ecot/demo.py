@@ -184,11 +184,9 @@ def train_policy(dataset: Path, annotations: Path, run: Path, recipe: str = "eco
     if not (run / "final").exists():
         train_config = TrainConfig(out_dir=str(run), max_steps=steps, batch_size=batch_size, lr=lr, schedule="cosine",
                                    warmup_steps=20, log_every=50, seed=seed, save_every=100, keep_last=1)
-        from ecot.model.config import PRESETS
-
         run_config = RunConfig(data=str(dataset), out=str(run), recipe=recipe, model=model,
                                features=str(annotations), train=train_config,
-                               vision_pretrain_steps=vision_pretrain_steps if model in PRESETS else 0)
+                               vision_pretrain_steps=vision_pretrain_steps)
         model_, processor, train_data, eval_data, action_stats = build_run(run_config)
         Trainer(run_config.train, model_, processor, train_data, eval_data=eval_data, action_stats=action_stats).fit()
     return _final_metrics(run)

@@ -17,7 +17,6 @@ truth (sim data) can be used, only the run's training episodes are (held-out one
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ecot.train.schedule import make_scheduler
 
 CACHE_NAME = "vision_pretrain.pt"  # in the run directory: a restarted run does not pre-train again
 GRIPPER_HALF_PX = 4.0  # the gripper target: a square of this half-size around its point (image pixels)
@@ -134,8 +135,7 @@ def pretrain_vision(model: Any, processor: Any, dataset: Any, episodes: Sequence
     start = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    first = dataset.episode(episodes[0]) if len(episodes) else None
-    if first is None or first.ground_truth is None:
+    if not len(episodes):
         raise ValueError("vision pre-training needs episodes with ground truth (a dataset from `ecot sim collect`)")
     pairs = _frames(dataset, episodes, cfg.max_frames, rng)
     grid = tower.featurizer.grid
@@ -163,14 +163,13 @@ def pretrain_vision(model: Any, processor: Any, dataset: Any, episodes: Sequence
     # A few frames are kept out of the stage's training to say what the tower learned to see.
     n_check = max(1, len(pixels_t) // 20)
     perm = torch.from_numpy(rng.permutation(len(pixels_t)))
-    check, train = perm[:n_check], perm[n_check:] if len(pixels_t) > 1 else perm
+    check = perm[:n_check]
+    train = perm[n_check:] if len(pixels_t) > 1 else perm
     heads = _Heads(tower.embed_dim, patch_tt.shape[-1], glob.shape[-1])
     params = list(tower.parameters()) + list(heads.parameters())
     tower.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    warmup = min(20, cfg.steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(cfg.steps - warmup, 1))))
+    schedule = make_scheduler(optimizer, "cosine", min(20, cfg.steps), cfg.steps)
     covered = patch_tt[train].mean(dim=(0, 1)).clamp_min(1e-4)
     pos_weight = ((1 - covered) / covered).clamp(max=cfg.max_pos_weight)
     tower.train()
