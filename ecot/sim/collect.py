@@ -20,6 +20,7 @@ from ecot.errors import UsageError
 from ecot.options import option
 from ecot.runlock import die_with_parent, locked_dir, unique_temp
 from ecot.sim import EXPERT_STYLES
+from ecot.sim.scene import START_REGIONS
 from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects
 
 COLLECT_META = "meta/ecot_collect.json"
@@ -52,6 +53,8 @@ class CollectConfig:
     # within 3 mm), so most frames become dithering; perturbing a fraction of the steps leaves
     # clean steps on which it converges, and the perturbed ones still carry corrective labels.
     action_noise_fraction: float = option(1.0, "fraction of steps whose executed translation gets --action-noise")
+    start: str = option("home", "where the gripper starts: home (as evaluation does) or anywhere above the "
+                        "workspace (episode-level recovery data)", choices=START_REGIONS)
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).
@@ -69,6 +72,8 @@ class CollectConfig:
             raise UsageError(f"unknown expert style {self.expert_style!r}; expected one of {', '.join(EXPERT_STYLES)}")
         if not 0 <= self.action_noise <= 0.05:
             raise UsageError(f"action_noise must be in [0, 0.05] m, got {self.action_noise}")
+        if self.start not in START_REGIONS:
+            raise UsageError(f"unknown start region {self.start!r}; expected one of {', '.join(START_REGIONS)}")
         if not 0 < self.action_noise_fraction <= 1:
             raise UsageError(f"action_noise_fraction must be in (0, 1], got {self.action_noise_fraction}")
         check_num_objects(self.task, self.num_objects)
@@ -167,13 +172,15 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, parent_pid: int | None = None) -> None:
+def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, start: str = "home",
+                 parent_pid: int | None = None) -> None:
     from ecot.sim.env import SimConfig, TabletopEnv
 
     if parent_pid is not None:  # a pool worker: dies with the collecting process
         die_with_parent(parent_pid)
 
-    _WORKER["env"] = TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects))
+    _WORKER["env"] = TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects,
+                                           start=start))
 
 
 def _collect_one(args: tuple) -> Any:
@@ -221,6 +228,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
         previous.setdefault("expert_style", "smooth")
         previous.setdefault("action_noise", 0.0)
         previous.setdefault("action_noise_fraction", 1.0)
+        previous.setdefault("start", "home")
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "
@@ -236,7 +244,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
     bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
     try:
         if config.workers == 1 or len(jobs) <= 1:
-            _worker_init(config.image_size, config.max_steps, config.num_objects)
+            _worker_init(config.image_size, config.max_steps, config.num_objects, config.start)
             results = map(_collect_one, jobs)
             pool = None
         else:
@@ -247,7 +255,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
             ensure_gl_backend()  # probe once here; the workers inherit MUJOCO_GL
             pool = mp.get_context("spawn").Pool(config.workers, initializer=_worker_init,
                                                 initargs=(config.image_size, config.max_steps, config.num_objects,
-                                                          os.getpid()))
+                                                          config.start, os.getpid()))
             results = pool.imap(_collect_one, jobs)  # ordered: episodes are written in index order
         try:
             for episode, pngs in results:

@@ -27,6 +27,7 @@ import mujoco  # noqa: E402  (the GL backend must be chosen first)
 
 from ecot.sim import scene as scene_mod  # noqa: E402
 from ecot.sim.camera import Camera  # noqa: E402
+from ecot.sim.scene import ANYWHERE_START, START_REGIONS  # noqa: E402
 from ecot.sim.tasks import FAMILIES, TaskSpec, check_success, sample_task  # noqa: E402
 
 # Reachable fingertip box (x, y, z) the commanded pose is clipped to.
@@ -45,6 +46,7 @@ class SimConfig:
     max_delta_pos: float = 0.05  # |dx|, |dy|, |dz| clip per control step (m)
     max_delta_yaw: float = 0.5  # |dyaw| clip per control step (rad)
     render: bool = True  # render the camera image at every control step
+    start: str = "home"  # gripper start region, one of START_REGIONS
 
     def __post_init__(self) -> None:
         if int(self.image_size) < 16:
@@ -52,6 +54,8 @@ class SimConfig:
         if self.control_hz <= 0:
             raise ValueError(f"control_hz must be positive, got {self.control_hz}")
         self.image_size = int(self.image_size)
+        if self.start not in START_REGIONS:
+            raise ValueError(f"unknown start region {self.start!r}; expected one of {', '.join(START_REGIONS)}")
 
 
 def _yaw_of_quat(q) -> float:
@@ -94,8 +98,10 @@ class TabletopEnv:
         self.data = mujoco.MjData(self.model)
         self.substeps = max(1, int(round(1.0 / (self.config.control_hz * self.model.opt.timestep))))
         self._ids()
-        # Start pose: home with a small random offset (part of the demonstrations' variation).
-        start = HOME_TCP + rng.uniform([-0.03, -0.05, -0.02], [0.03, 0.05, 0.03])
+        if self.config.start == "anywhere":
+            start = rng.uniform(ANYWHERE_START[:, 0], ANYWHERE_START[:, 1])
+        else:  # home with a small random offset (part of the demonstrations' variation)
+            start = HOME_TCP + rng.uniform([-0.03, -0.05, -0.02], [0.03, 0.05, 0.03])
         self._set_gripper_qpos(start, 0.0)
         self._target = start.copy()
         self._target_yaw = 0.0

@@ -38,6 +38,11 @@ KINDS: dict[str, dict] = {
 
 TABLE_HALF = (0.32, 0.38)  # half extents of the visible table top (x, y)
 WORKSPACE = ((-0.17, 0.17), (-0.24, 0.24))  # where object centres are placed (x range, y range)
+# Where an episode's gripper starts: "home" (near the env's HOME_TCP, what evaluation uses) or
+# "anywhere" above the workspace, high enough to clear every object, so demonstrations also show
+# the gripper where a drifting policy ends up (episode-level recovery data). Fingertip x, y, z ranges:
+START_REGIONS = ("home", "anywhere")
+ANYWHERE_START = np.array([[-0.20, 0.15], [-0.25, 0.25], [0.10, 0.22]])
 
 # Gripper geometry.
 FINGER_OPEN = 0.045  # inner face of each finger at |y| = FINGER_OPEN when open

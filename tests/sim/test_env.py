@@ -304,3 +304,33 @@ def test_a_push_scene_can_hold_only_its_object_and_the_other_families_refuse_one
     with pytest.raises(UsageError, match="at least 2 for task 'all'"):
         CollectConfig(task="all", episodes=1, num_objects=1)
     assert CollectConfig(task="push", episodes=1, num_objects=1).num_objects == 1
+
+
+def test_anywhere_start_spreads_the_gripper_over_the_workspace_and_the_expert_still_succeeds(tmp_path):
+    """`--start anywhere` (episode-level recovery data): the gripper starts anywhere above the
+    workspace instead of near home, the axis expert still solves push from there, the default stays
+    home (what evaluation uses) and the setting is part of a collection's identity."""
+    from ecot.errors import UsageError
+    from ecot.sim.collect import CollectConfig, collect, record_episode
+    from ecot.sim.env import HOME_TCP
+    from ecot.sim.scene import ANYWHERE_START
+
+    def starts(start):
+        with TabletopEnv(SimConfig(render=False, num_objects=1, start=start)) as e:
+            return np.array([e.reset(seed=s, task="push")[0]["state"][:3] for s in range(12)])
+
+    home, anywhere = starts("home"), starts("anywhere")
+    assert np.all(np.abs(home - HOME_TCP) < [0.035, 0.055, 0.035])
+    lo, hi = ANYWHERE_START[:, 0] - 0.01, ANYWHERE_START[:, 1] + 0.01  # tracking error at reset
+    assert np.all((anywhere >= lo) & (anywhere <= hi))
+    assert np.ptp(anywhere[:, 0]) > 0.15 and np.ptp(anywhere[:, 1]) > 0.25  # far wider than home's ±3/±5 cm
+    with TabletopEnv(SimConfig(image_size=64, num_objects=1, start="anywhere")) as e:
+        episodes = [record_episode(e, s, "push", "seen", stop_at_success=True, expert_style="axis") for s in (0, 1, 2)]
+    assert all(ep.metadata["success"] for ep in episodes)
+    with pytest.raises(ValueError, match="start region"):
+        SimConfig(start="random")
+    with pytest.raises(UsageError, match="start region"):
+        CollectConfig(task="push", episodes=1, start="random")
+    collect(tmp_path / "d", task="push", episodes=1, num_objects=1, image_size=32, start="anywhere", progress=False)
+    with pytest.raises(UsageError, match="different settings"):
+        collect(tmp_path / "d", task="push", episodes=2, num_objects=1, image_size=32, progress=False)
