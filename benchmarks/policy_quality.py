@@ -40,6 +40,7 @@ POLICIES = {
 def parse_args() -> argparse.Namespace:
     from ecot.demo import DEMO_RECIPE
     from ecot.sim import EXPERT_STYLES
+    from ecot.sim.scene import START_REGIONS
 
     r = DEMO_RECIPE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=r["episodes"], help="demonstrations (seen compositions)")
     p.add_argument("--action-noise", type=float, default=0.0, help="recovery data: std (m) of the noise on executed steps")
     p.add_argument("--action-noise-fraction", type=float, default=1.0, help="share of the steps that get the noise")
+    p.add_argument("--start", default="home", choices=START_REGIONS,
+                   help="where demonstrations start the gripper (anywhere: episode-level recovery data)")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
     p.add_argument("--vision-pretrain-steps", type=int, default=r["vision_pretrain_steps"],
@@ -88,7 +91,7 @@ def main() -> None:
     collect(dataset, CollectConfig(task=args.task, split="seen", episodes=args.episodes, seed=args.seed,
                                    image_size=args.image_size, workers=args.workers, num_objects=args.num_objects,
                                    stop_at_success=True, expert_style=args.expert_style, action_noise=args.action_noise,
-                                   action_noise_fraction=args.action_noise_fraction))
+                                   action_noise_fraction=args.action_noise_fraction, start=args.start))
     cost["collect_s"] = time.perf_counter() - t
     t = time.perf_counter()
     run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=args.workers))
@@ -139,7 +142,8 @@ def main() -> None:
             "what": (f"{args.task} with {args.num_objects} objects, {args.episodes} {args.expert_style}-style "
                      f"demonstrations at {args.image_size} px"
                      + (f" (executed steps perturbed: {args.action_noise} m std on {args.action_noise_fraction:.0%} of them)"
-                        if args.action_noise else "") + ", "
+                        if args.action_noise else "")
+                     + (f" starting {args.start}" if args.start != "home" else "") + ", "
                      f"{args.model}, " + (f"{args.vision_pretrain_steps} vision pre-training steps, "
                                           if args.vision_pretrain_steps else "")
                      + f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
