@@ -34,7 +34,7 @@ NEAR_PX = 5.0
 
 
 class Scene(NamedTuple):
-    image: np.ndarray
+    image: np.ndarray | None  # None where made without rendering
     instruction: str
     names: list
     boxes: np.ndarray  # [K, 4] true boxes
@@ -46,16 +46,16 @@ def _centre(box) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
 
 
-def make_scenes(task: str, num_objects: int, image_size: int, n: int, seed: int) -> list[Scene]:
-    """The first frames of ``n`` scenes (seeds ``seed ..``), gripper at home."""
+def make_scenes(task: str, num_objects: int, image_size: int, n: int, seed: int, render: bool = True) -> list[Scene]:
+    """The first frames of ``n`` scenes (seeds ``seed ..``), gripper at home; ``render=False``: truth only."""
     from ecot.sim.env import SimConfig, TabletopEnv
 
     out = []
-    with TabletopEnv(SimConfig(image_size=image_size, num_objects=num_objects)) as env:
+    with TabletopEnv(SimConfig(image_size=image_size, num_objects=num_objects, render=render)) as env:
         for s in range(n):
             obs, _ = env.reset(seed=seed + s, task=task)
             gt = env.ground_truth()
-            out.append(Scene(obs["image"], env.task.instruction, list(env.task.object_names),
+            out.append(Scene(obs.get("image"), env.task.instruction, list(env.task.object_names),
                              np.asarray(gt["object_boxes"]), np.asarray(gt["object_visible"]),
                              np.asarray(gt["gripper_point"])))
     return out
@@ -113,7 +113,7 @@ def probe(checkpoints: dict[str, str], task: str, num_objects: int, image_size: 
     from ecot.policy import ECoTPolicy
 
     scenes = make_scenes(task, num_objects, image_size, n, BASE_SEED)
-    reference = make_scenes(task, num_objects, image_size, 200, BASE_SEED + 100_000)
+    reference = make_scenes(task, num_objects, image_size, 200, BASE_SEED + 100_000, render=False)  # boxes only
     baseline = {name: score(predict, scenes) for name, predict in trivial_predictors(reference).items()}
     value = {}
     for name, path in checkpoints.items():

@@ -31,7 +31,7 @@ def test_the_truth_scores_perfectly_and_swapped_names_are_caught(scenes):
 
 
 def test_trivial_predictors_come_from_other_scenes_and_stay_far_below_the_truth(scenes):
-    reference = make_scenes("push", 2, 64, 20, seed=900)
+    reference = make_scenes("push", 2, 64, 20, seed=900, render=False)
     trivial = trivial_predictors(reference)
     for name, predict in trivial.items():
         s = score(predict, scenes)
