@@ -79,6 +79,32 @@ def test_engines_on_one_model_share_the_fused_weights(random_model):
     torch.testing.assert_close(third.engine.fused[0]["qkv"], before)
 
 
+def test_compiled_step_inputs_other_than_ids_and_lengths_are_static(random_model):
+    """CUDA graphs copy every non-static input of the compiled step on each replay: the weights,
+    the rotary table and the cache must all be fixed-address inputs (at 7B a missed weight costs
+    gigabytes of copies per token). Checked on the graph dynamo hands to the compiler."""
+    from ecot.policy.engine import LlamaEngine
+
+    engine = LlamaEngine(random_model.language_model)
+    cache = engine.new_cache(1, 256)
+    seen: list[list[str]] = []
+
+    def backend(gm, example_inputs):
+        names = [n.name for n in gm.graph.nodes if n.op == "placeholder"]
+        seen.append([name for name, x in zip(names, example_inputs) if isinstance(x, torch.Tensor)
+                     and not isinstance(x, torch.nn.Parameter) and getattr(x, "_dynamo_static_input_type", None) is None])
+        return gm
+
+    torch._dynamo.reset()
+    engine._compiled = torch.compile(engine._static_step, backend=backend, dynamic=False)
+    with torch.no_grad():
+        eager_logits = engine.forward(engine.new_cache(1, 256), engine.embed_ids(torch.tensor([[1]])), [1])
+        logits = engine.compiled_step(cache, torch.tensor([1]))
+    torch.testing.assert_close(logits, eager_logits, rtol=1e-4, atol=1e-4)
+    assert len(seen) == 1
+    assert sorted(seen[0]) == ["l_ids_", "l_lengths_"], seen[0]
+
+
 @pytest.mark.slow
 def test_compiled_decode_equals_eager_greedy_ids(trained):
     """torch.compile (inductor) of the decode step: same greedy ids (slow: compiles C++ kernels)."""
