@@ -90,10 +90,9 @@ class TokenTables:
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         # Field f ends when the model's best allowed token starts any later tag or is EOS: the model
         # is done with this field (the grammar still writes the *next* tag, so order is kept).
-        self.enders = [
-            torch.tensor(sorted({first[t] for t in (TAGS + [ACTION])[f + 1 :]} | set(eos)), device=device)
-            for f in range(len(TAGS))
-        ]
+        ender_ids = [sorted({first[t] for t in (TAGS + [ACTION])[f + 1 :]} | set(eos)) for f in range(len(TAGS))]
+        self.enders = [torch.tensor(ids, device=device) for ids in ender_ids]
+        self.ender_sets = [frozenset(ids) for ids in ender_ids]  # the same, for the host (no device read per token)
         # A dummy action (the middle bin), to find the ids before the action ids after "ACTION:".
         self.dummy_action_text = tokenizer.decode([self.action_lo + action_tokenizer.n_bins // 2] * 2)
 
@@ -262,7 +261,7 @@ class _Sequence:
             return
         accepting = g.accepting(self.state)
         enders = self.tables.enders[self.field] if accepting else None
-        ender_set = set(enders.tolist()) if enders is not None else set()
+        ender_set = self.tables.ender_sets[self.field] if accepting else frozenset()
         texts = self.tables.texts
         check_tags = g.kind in (FREE, OBJECTS)
         for token in self._ranked(logits, g.structural(self.state), enders):
@@ -320,6 +319,9 @@ class ECoTDecoder:
         self.grammar = grammar
         self.max_objects, self.max_points = max_objects, max_points
         self.compile = compile
+        # Forced text of up to this many ids per sequence goes through the compiled one-token step
+        # (on a GPU a few replays cost less than one launch-bound eager forward); longer text is prefilled.
+        self.compiled_feed_max = 4 if self.engine.device.type == "cuda" else 1
         self._caches: dict[int, KVCache] = {}
 
     def _cache(self, batch: int, need: int) -> KVCache:
@@ -392,9 +394,14 @@ class ECoTDecoder:
                     s.rollback_to = None
             feeds = [seqs[b].pending if b in active else [] for b in range(len(seqs))]
             width = max(len(f) for f in feeds)
-            if self.compile and width == 1 and len(active) == len(seqs):
+            same_width = all(len(f) == width for f in feeds)
+            if self.compile and same_width and width <= self.compiled_feed_max:
+                # Every sequence feeds the same number of ids: one compiled step per id (a short forced
+                # tag costs a few graph replays instead of one eager forward, launch-bound on a GPU).
                 backend = self.compile if isinstance(self.compile, str) else "inductor"
-                logits = engine.compiled_step(cache, torch.tensor([f[0] for f in feeds]), backend)
+                for j in range(width):
+                    logits = engine.compiled_step(cache, torch.tensor([f[j] for f in feeds]), backend)
+                forwards += width - 1
             else:
                 rows = [f + [self.tables.pad_id] * (width - len(f)) for f in feeds]
                 ids = torch.tensor(rows, dtype=torch.long, device=engine.device)

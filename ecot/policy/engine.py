@@ -57,6 +57,7 @@ class LlamaEngine:
         self.vocab_rows = int(self.lm_head.weight.shape[0])
         self.fused = [_fuse_layer(layer) for layer in self.layers]
         self._compiled = None
+        self.tune_matvec = True  # on a GPU: coordinate-descent-tuned matrix-vector kernels (see compiled_step)
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -197,9 +198,14 @@ class LlamaEngine:
         if self._compiled is None:
             if backend == "none":
                 self._compiled = self._static_step
+            elif self.device.type == "cuda" and backend == "inductor":
+                # CUDA graphs (mode "reduce-overhead"), and the gpt-fast recipe for batch-1 matmuls:
+                # with coordinate-descent tuning inductor writes each matrix-vector product as its own
+                # tuned reduction kernel, which reaches the memory bandwidth that cuBLAS's does not.
+                options = {"triton.cudagraphs": True, "coordinate_descent_tuning": self.tune_matvec}
+                self._compiled = torch.compile(self._static_step, backend=backend, dynamic=False, options=options)
             else:
-                mode = "reduce-overhead" if self.device.type == "cuda" and backend == "inductor" else None
-                self._compiled = torch.compile(self._static_step, backend=backend, mode=mode, dynamic=False)
+                self._compiled = torch.compile(self._static_step, backend=backend, dynamic=False)
         if not cache.static_marked and backend != "none":
             # The step writes into the cache in place; CUDA graphs replay such writes only for
             # tensors at fixed addresses (else inductor skips the graphs: "mutated inputs").

@@ -65,6 +65,28 @@ def test_static_shape_step_equals_the_eager_step(trained):
         assert a.text == b.text and a.action_ids == b.action_ids
 
 
+@pytest.mark.parametrize("model_name", ["trained", "random"])
+def test_short_forced_text_through_the_static_step_gives_the_eager_ids(model_name, trained, random_model):
+    """On a GPU, forced tags of up to 4 ids are fed one id per compiled step instead of one eager
+    forward: same text and actions, reuse and edits (rollback, forced values) included."""
+    model = trained if model_name == "trained" else random_model
+    small = {"budgets": {"PLAN:": 12, "VISIBLE OBJECTS:": 24, "GRIPPER POSITION:": 16}} if model_name == "random" else {}
+    for mode in ("full", "reuse"):
+        eager = ECoTPolicy(model, mode=mode, **small)
+        static = ECoTPolicy(model, mode=mode, compile="none", **small)
+        static.decoder.compiled_feed_max = 4
+        for policy in (eager, static):
+            policy.edit(move="move left")
+        steps = 0
+        for i, scene in enumerate(SCENES[:3]):
+            a = eager.step(scene_image(i, noise_seed=5), scene["instruction"])
+            b = static.step(scene_image(i, noise_seed=5), scene["instruction"])
+            assert a.text == b.text and a.action_ids == b.action_ids
+            assert "MOVE: move left" in b.text
+            steps += b.timings["forwards"] > a.timings["forwards"]
+        assert steps > 0  # some forced text did go through the one-id step
+
+
 def test_engines_on_one_model_share_the_fused_weights(random_model):
     """A second policy on the same model reuses the fused q/k/v and gate/up tensors (no second copy of
     the weights), and a replaced weight (e.g. a new checkpoint loaded with assign) is fused anew."""
