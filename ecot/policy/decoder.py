@@ -242,7 +242,10 @@ class _Sequence:
             self.ids.append(token)
 
     def _choose_free(self, logits: torch.Tensor) -> None:
-        token = int(logits.argmax())  # over every row, as generate does (padded rows included)
+        self.take_free(int(logits.argmax()))  # over every row, as generate does (padded rows included)
+
+    def take_free(self, token: int) -> None:
+        """Free generation: ``token`` (the greedy id) is what the model wrote."""
         self.generated += 1
         self.free_ids.append(token)
         eos = self.tables.tokenizer.eos_token_id
@@ -322,6 +325,7 @@ class ECoTDecoder:
         # Forced text of up to this many ids per sequence goes through the compiled one-token step
         # (on a GPU a few replays cost less than one launch-bound eager forward); longer text is prefilled.
         self.compiled_feed_max = 4 if self.engine.device.type == "cuda" else 1
+        self.pipeline = True  # free generation with the compiled step runs ahead of the host
         self._caches: dict[int, KVCache] = {}
 
     def _cache(self, batch: int, need: int) -> KVCache:
@@ -347,6 +351,44 @@ class ECoTDecoder:
         # A capacity that does not depend on what is reused keeps the cache (and a compiled step's
         # shapes) the same from step to step.
         return patches + max(need(s) for s in seqs) + SLACK_PER_FIELD * (len(TAGS) + 1) + 16
+
+    def _pipelined(self, seqs: list[_Sequence]) -> bool:
+        """Free greedy generation with the compiled step can run ahead of the host (see below)."""
+        return bool(self.compile) and not self.grammar and self.pipeline and all(
+            not s.done and s.field != len(TAGS) for s in seqs)
+
+    def _decode_free_pipelined(self, seqs: list[_Sequence], cache: KVCache, logits: torch.Tensor) -> int:
+        """Free greedy decoding that keeps the device busy: the next step is launched with the argmax
+        still on the device, and the host reads that id (for EOS and the token count) while the step
+        runs, instead of the device waiting for the host between tokens. Greedy ids are what
+        :meth:`_Sequence.take_free` would get from each row's argmax; the step launched after the
+        last token is wasted. Returns the forwards run."""
+        engine = self.engine
+        backend = self.compile if isinstance(self.compile, str) else "inductor"
+        cuda = engine.device.type == "cuda"
+        forwards = 0
+        while True:
+            guess = logits.argmax(dim=-1)  # [B], on the device
+            if cuda:
+                host = torch.empty(guess.shape, dtype=guess.dtype, pin_memory=True)
+                host.copy_(guess, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
+            following = engine.compiled_step(cache, guess, backend)  # runs while the host reads `guess`
+            forwards += 1
+            if cuda:
+                ready.synchronize()
+                tokens = host.tolist()
+            else:
+                tokens = guess.tolist()
+            for s, token in zip(seqs, tokens):
+                if not s.done:
+                    s.take_free(token)
+                    s.fed += len(s.pending)  # the id just fed is the one taken (finished rows ride along)
+                    s.pending = []
+            if all(s.done for s in seqs):
+                return forwards
+            logits = following
 
     @torch.no_grad()
     def decode(self, requests: list[DecodeRequest], timings: dict[str, float] | None = None) -> list[DecodeResult]:
@@ -380,9 +422,12 @@ class ECoTDecoder:
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        for b, s in enumerate(seqs):
-            if not s.done:
-                s.consume(logits[b])
+        if self._pipelined(seqs):
+            forwards += self._decode_free_pipelined(seqs, cache, logits)
+        else:
+            for b, s in enumerate(seqs):
+                if not s.done:
+                    s.consume(logits[b])
         while True:
             active = [b for b, s in enumerate(seqs) if not s.done and s.pending]
             if not active:

@@ -214,8 +214,8 @@ class LlamaEngine:
             cache.static_marked = True
         if backend != "none":
             self._mark_weights_static()
-        lengths = torch.tensor(cache.lengths, device=self.device)
-        logits = self._compiled(ids.to(self.device).view(-1, 1), lengths, cache.keys, cache.values)
+        lengths = _to_device(torch.tensor(cache.lengths), self.device)
+        logits = self._compiled(_to_device(ids, self.device).view(-1, 1), lengths, cache.keys, cache.values)
         cache.lengths = [n + 1 for n in cache.lengths]
         return logits.clone()
 
@@ -253,6 +253,14 @@ class LlamaEngine:
         for i, layer in enumerate(self.layers):
             hidden = self._layer(i, layer, hidden, cos, sin, mask, store)
         return self.lm_head(self._norm(self.norm, hidden[:, -1])).float()
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor to a GPU without waiting for the GPU's queued work (a plain ``.to`` of pageable
+    memory synchronizes the stream, which would stall a decode loop that runs ahead of the host)."""
+    if tensor.device == device or device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _fuse_layer(layer: nn.Module) -> dict[str, Any] | None:

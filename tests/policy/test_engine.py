@@ -56,6 +56,27 @@ def test_free_decoding_equals_transformers_generate(random_model):
         assert result.free_ids == expected
 
 
+def test_pipelined_free_decoding_gives_the_eager_ids(trained):
+    """Free greedy decoding with the compiled step runs one step ahead of the host (the next id stays
+    on the device): same ids as the eager loop, one sequence and a batch whose sequences end (EOS) at
+    different steps; the step launched after the last token is the only extra forward."""
+    proc = trained.processor
+    requests = [DecodeRequest(conditioning_prompt(scene["instruction"], proc.prompt_style),
+                              proc.image_transform(scene_image(i, noise_seed=2)), 0) for i, scene in enumerate(SCENES[:3])]
+    eager = ECoTDecoder(trained, proc, grammar=False, max_free_tokens=200)
+    ahead = ECoTDecoder(trained, proc, grammar=False, max_free_tokens=200, compile="none")
+    assert ahead.pipeline
+    expected = [eager.decode([r])[0] for r in requests]
+    eos = proc.tokenizer.eos_token_id
+    assert all(e.free_ids[-1] == eos for e in expected) and len({len(e.free_ids) for e in expected}) > 1
+    for r, e in zip(requests, expected):
+        got = ahead.decode([r])[0]
+        assert got.free_ids == e.free_ids and got.ids == e.ids and got.answer == e.answer
+        assert got.forwards == e.forwards + 1
+    batched = ahead.decode(requests)
+    assert [b.free_ids for b in batched] == [e.free_ids for e in expected]
+
+
 def test_static_shape_step_equals_the_eager_step(trained):
     """The static-cache step that torch.compile / CUDA graphs replay gives the eager ids."""
     eager, static = ECoTPolicy(trained), ECoTPolicy(trained, compile="none")
