@@ -14,7 +14,7 @@ downloaded here):
 * full-step latency of a ~350-token reasoning chain (field budgets sum to 350; random weights
   rarely end a field early) and a reuse step (high-level part prefilled).
 
-Runs in about 3-5 minutes on one H100/H200. Writes ``policy_gpu.json`` into ``$OUT`` if set,
+Runs in about 5 minutes on one H100/H200 (307 s on an H200, compiles included). Writes ``policy_gpu.json`` into ``$OUT`` if set,
 else ``benchmarks/results/``. Smoke test on CPU: ``--preset tiny-siglip --device cpu --new-tokens 8``.
 """
 
@@ -82,6 +82,48 @@ def device_step_ms(decoder, steps: int = 64) -> float:
         engine.compiled_step(cache, ids)
     sync(engine.device)
     return (time.perf_counter() - t) / steps * 1000
+
+
+def step_kernel_profile(decoder, steps: int = 16, top: int = 15) -> dict:
+    """Where a compiled one-token step spends its device time (on a CPU: operators' own time): the profiler's kernels over
+    ``steps`` back-to-back steps, the ``top`` largest by total time, per step (ms and calls), and
+    the share of all kernel time that the matrix-vector products (weight reads) take."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cache = next(iter(decoder._caches.values()))
+    engine = decoder.engine
+    ids = torch.ones(cache.batch, dtype=torch.long, device=engine.device)
+    start = min(cache.lengths)
+    cuda = engine.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    cache.lengths = [start] * cache.batch
+    engine.compiled_step(cache, ids)
+    sync(engine.device)
+    cache.lengths = [start] * cache.batch
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            engine.compiled_step(cache, ids)
+        sync(engine.device)
+    events = prof.key_averages()
+
+    def device_us(e) -> float:
+        return float(getattr(e, "device_time_total", 0.0) or getattr(e, "cuda_time_total", 0.0) or 0.0) if cuda \
+            else float(e.self_cpu_time_total)
+
+    # On a GPU the kernels are the events with device time and no CPU time of their own.
+    kernels = [e for e in events if device_us(e) > 0 and (not cuda or e.self_cpu_time_total == 0)]
+    total = sum(device_us(e) for e in kernels)
+    ranked = sorted(kernels, key=device_us, reverse=True)[:top]
+    matvec = sum(device_us(e) for e in kernels if any(k in e.key.lower() for k in ("gemv", "gemm", "aten::mm", "aten::addmm", "red_fused", "sm90", "cutlass")))
+    return {
+        "steps": steps,
+        "kernel_ms_per_step": round(total / steps / 1000, 3),
+        "kernels_per_step": round(sum(e.count for e in kernels) / steps, 1),
+        "matmul_like_share": round(matvec / total, 3) if total else None,
+        "top": [{"name": e.key[:120], "ms_per_step": round(device_us(e) / steps / 1000, 4), "calls_per_step": round(e.count / steps, 2)}
+                for e in ranked],
+    }
 
 
 def shaped_budgets(total: int) -> dict[str, int]:
@@ -187,6 +229,10 @@ def main() -> None:
                 results["decode"]["same_ids_compiled_vs_eager"] = comp_ids == eager_ids
                 results["decode"]["leading_ids_equal_compiled_vs_eager"] = agree(comp_ids, eager_ids)
                 results["decode"]["compiled_step_device_ms"] = round(device_step_ms(compiled), 3)
+                try:  # a profile is diagnosis only: its failure must not cost the measurements
+                    results["compiled_step_profile"] = step_kernel_profile(compiled)
+                except Exception as exc:  # noqa: BLE001
+                    results["compiled_step_profile"] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             except Exception as exc:  # noqa: BLE001
                 results["compile_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
                 use_compile = False
