@@ -49,7 +49,7 @@ def true_visible_objects(env: Any, image_shape: tuple[int, ...]) -> list[tuple[s
     return objects
 
 
-def make_policy(checkpoint: str, variant: str):
+def true_boxes_policy(checkpoint: str, variant: str):
     from ecot.eval.policies import CheckpointPolicy
 
     class TrueBoxesPolicy(CheckpointPolicy):
@@ -73,7 +73,7 @@ def run(checkpoint: str, variant: str, task: str, split: str, episodes: int, see
     from ecot.eval.results import wilson_interval
     from ecot.sim.env import SimConfig, TabletopEnv
 
-    policy = make_policy(checkpoint, variant)
+    policy = true_boxes_policy(checkpoint, variant)
     records = []
     t0 = time.perf_counter()
     with TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects)) as env:

@@ -62,25 +62,33 @@ def measured_bandwidth_tbps(device) -> float | None:
     return 2 * n / seconds / 1e12
 
 
-def device_step_ms(decoder, steps: int = 64) -> float:
-    """Milliseconds per compiled one-token step replayed back to back, with no host work between
-    steps (no id read back, no grammar): what the device needs per token. The decode loop's time
-    per token minus this is the host's share."""
+def back_to_back_steps(decoder, warmup: int):
+    """A function that replays ``n`` compiled one-token steps back to back on the decoder's cache
+    (from the same position each time, so the cache never overflows), after ``warmup`` steps."""
     import torch
 
     cache = next(iter(decoder._caches.values()))
     engine = decoder.engine
     ids = torch.ones(cache.batch, dtype=torch.long, device=engine.device)
     start = min(cache.lengths)
-    cache.lengths = [start] * cache.batch
-    for _ in range(3):
-        engine.compiled_step(cache, ids)
-    cache.lengths = [start] * cache.batch
-    sync(engine.device)
+
+    def replay(n: int) -> None:
+        cache.lengths = [start] * cache.batch
+        for _ in range(n):
+            engine.compiled_step(cache, ids)
+        sync(engine.device)
+
+    replay(warmup)
+    return replay
+
+
+def device_step_ms(decoder, steps: int = 64) -> float:
+    """Milliseconds per compiled one-token step replayed back to back, with no host work between
+    steps (no id read back, no grammar): what the device needs per token. The decode loop's time
+    per token minus this is the host's share."""
+    replay = back_to_back_steps(decoder, warmup=3)
     t = time.perf_counter()
-    for _ in range(steps):
-        engine.compiled_step(cache, ids)
-    sync(engine.device)
+    replay(steps)
     return (time.perf_counter() - t) / steps * 1000
 
 
@@ -88,23 +96,13 @@ def step_kernel_profile(decoder, steps: int = 16, top: int = 15) -> dict:
     """Where a compiled one-token step spends its device time (on a CPU: operators' own time): the profiler's kernels over
     ``steps`` back-to-back steps, the ``top`` largest by total time, per step (ms and calls), and
     the share of all kernel time that the matrix-vector products (weight reads) take."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    cache = next(iter(decoder._caches.values()))
-    engine = decoder.engine
-    ids = torch.ones(cache.batch, dtype=torch.long, device=engine.device)
-    start = min(cache.lengths)
-    cuda = engine.device.type == "cuda"
+    cuda = decoder.engine.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    cache.lengths = [start] * cache.batch
-    engine.compiled_step(cache, ids)
-    sync(engine.device)
-    cache.lengths = [start] * cache.batch
+    replay = back_to_back_steps(decoder, warmup=1)
     with profile(activities=activities) as prof:
-        for _ in range(steps):
-            engine.compiled_step(cache, ids)
-        sync(engine.device)
+        replay(steps)
     events = prof.key_averages()
 
     def device_us(e) -> float:

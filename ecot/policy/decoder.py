@@ -352,6 +352,11 @@ class ECoTDecoder:
         # shapes) the same from step to step.
         return patches + max(need(s) for s in seqs) + SLACK_PER_FIELD * (len(TAGS) + 1) + 16
 
+    @property
+    def _backend(self) -> str:
+        """The torch.compile backend of ``compile`` (True: inductor; "none": the uncompiled static step)."""
+        return self.compile if isinstance(self.compile, str) else "inductor"
+
     def _pipelined(self, seqs: list[_Sequence]) -> bool:
         """Free greedy generation with the compiled step can run ahead of the host (see below)."""
         return bool(self.compile) and not self.grammar and self.pipeline and all(
@@ -364,7 +369,7 @@ class ECoTDecoder:
         :meth:`_Sequence.take_free` would get from each row's argmax; the step launched after the
         last token is wasted. Returns the forwards run."""
         engine = self.engine
-        backend = self.compile if isinstance(self.compile, str) else "inductor"
+        backend = self._backend
         cuda = engine.device.type == "cuda"
         forwards = 0
         while True:
@@ -443,9 +448,8 @@ class ECoTDecoder:
             if self.compile and same_width and width <= self.compiled_feed_max:
                 # Every sequence feeds the same number of ids: one compiled step per id (a short forced
                 # tag costs a few graph replays instead of one eager forward, launch-bound on a GPU).
-                backend = self.compile if isinstance(self.compile, str) else "inductor"
                 for j in range(width):
-                    logits = engine.compiled_step(cache, torch.tensor([f[j] for f in feeds]), backend)
+                    logits = engine.compiled_step(cache, torch.tensor([f[j] for f in feeds]), self._backend)
                 forwards += width - 1
             else:
                 rows = [f + [self.tables.pad_id] * (width - len(f)) for f in feeds]

@@ -59,6 +59,7 @@ class LlamaEngine:
         self._compiled = None
         self.tune_matvec = True  # on a GPU: coordinate-descent-tuned matrix-vector kernels (see compiled_step)
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._static_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # the rotary table last marked static
 
     @property
     def device(self) -> torch.device:
@@ -212,8 +213,9 @@ class LlamaEngine:
             for tensor in cache.keys + cache.values:
                 torch._dynamo.mark_static_address(tensor)
             cache.static_marked = True
-        if backend != "none":
+        if backend != "none" and self._static_rope is not self._rope_table:  # once, and again if the table grew
             self._mark_weights_static()
+            self._static_rope = self._rope_table
         lengths = _to_device(torch.tensor(cache.lengths), self.device)
         logits = self._compiled(_to_device(ids, self.device).view(-1, 1), lengths, cache.keys, cache.values)
         cache.lengths = [n + 1 for n in cache.lengths]
