@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import write_result  # noqa: E402
+from benchmarks._common import closed_loop, write_result  # noqa: E402
 
 VARIANTS = ("boxes", "none")
 
@@ -69,34 +68,8 @@ def true_boxes_policy(checkpoint: str, variant: str):
 
 def run(checkpoint: str, variant: str, task: str, split: str, episodes: int, seed: int, max_steps: int,
         num_objects: int, image_size: int) -> dict:
-    from ecot.eval.sim import episode_seed, run_episode
-    from ecot.eval.results import wilson_interval
-    from ecot.sim.env import SimConfig, TabletopEnv
-
-    policy = true_boxes_policy(checkpoint, variant)
-    records = []
-    t0 = time.perf_counter()
-    with TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects)) as env:
-        for i in range(episodes):
-            record, _ = run_episode(env, policy, i, episode_seed(seed, i), task, split, max_steps)
-            records.append(record)
-            print(f"{variant} episode {i}: {'success' if record['success'] else 'no success'} after {record['steps']} steps",
-                  file=sys.stderr, flush=True)
-    policy.close()
-    successes = sum(r["success"] for r in records)
-
-    def mean(key: str) -> float | None:
-        values = [(r["faithfulness"] or {}).get(key) for r in records]
-        values = [v for v in values if v is not None]
-        return round(float(np.mean(values)), 4) if values else None
-
-    return {
-        "success": f"{successes}/{episodes}", "success_rate": successes / episodes,
-        "success_ci95": [round(v, 3) for v in wilson_interval(successes, episodes)],
-        "box_iou": mean("box_iou"), "move_agree": mean("move_agree"), "subtask_correct": mean("subtask_correct"),
-        "gripper_err_px": mean("gripper_err_px"), "seconds": round(time.perf_counter() - t0, 1),
-        "episodes": [{"seed": r["seed"], "success": r["success"], "steps": r["steps"]} for r in records],
-    }
+    return closed_loop(true_boxes_policy(checkpoint, variant), variant, task=task, split=split, episodes=episodes,
+                       seed=seed, max_steps=max_steps, num_objects=num_objects, image_size=image_size)
 
 
 def main() -> None:
