@@ -21,7 +21,7 @@ Every probe also gets the task (one-hot colour and kind of the task object, and 
 Beside them, on the same episodes: the scripted expert (the upper bound) and zero motion.
 
 Usage: python benchmarks/chain_sufficiency.py [--data DIR] [--probes state,chain,...] [--steps 3000]
-       [--batch-size 64] [--episodes 10] [--seed 0] [--max-steps 30] [--out-name chain_sufficiency]
+       [--batch-size 64] [--episodes 50] [--seed 0] [--max-steps 30] [--out-name chain_sufficiency]
 Without --data it collects the demo's demonstrations (``ecot demo``'s recipe) under runs/.
 """
 
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--probes", default=",".join(DEFAULT_PROBES), help=f"comma-separated, of {', '.join(PROBES)}")
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps per probe (batch 64)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="base seed of the episodes (ecot eval's --seed)")
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--out-name", default="chain_sufficiency", help="result file name (without .json)")
