@@ -87,3 +87,12 @@ def closed_loop(policy, label: str, task: str, split: str, episodes: int, seed: 
         "gripper_err_px": mean("gripper_err_px"), "seconds": round(time.perf_counter() - t0, 1),
         "episodes": [{"seed": r["seed"], "success": r["success"], "steps": r["steps"]} for r in records],
     }
+
+
+def comma_choices(parser, flag: str, text: str, allowed) -> list[str]:
+    """The comma-separated items of a flag's value, each one of ``allowed`` (else a usage error)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown or not items:
+        parser.error(f"{flag}: unknown {unknown or 'none given'}; expected some of {', '.join(allowed)}")
+    return items

@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import closed_loop, write_result  # noqa: E402
+from benchmarks._common import closed_loop, comma_choices, write_result  # noqa: E402
 
 PROBES = ("state", "chain", "chain+height", "chain+height-bins", "image")
 DEFAULT_PROBES = ("state", "chain", "chain+height", "chain+height-bins")
@@ -245,10 +245,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--out-name", default="chain_sufficiency", help="result file name (without .json)")
     args = parser.parse_args()
-    probes = [p.strip() for p in args.probes.split(",") if p.strip()]
-    unknown = [p for p in probes if p not in PROBES]
-    if unknown or not probes:
-        parser.error(f"--probes: unknown {unknown or 'none given'}; expected some of {', '.join(PROBES)}")
+    probes = comma_choices(parser, "--probes", args.probes, PROBES)
     if min(args.steps, args.episodes, args.batch_size) < 1:
         parser.error("--steps, --batch-size and --episodes must be at least 1")
     import torch

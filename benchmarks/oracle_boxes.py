@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import closed_loop, write_result  # noqa: E402
+from benchmarks._common import closed_loop, comma_choices, write_result  # noqa: E402
 
 VARIANTS = ("boxes", "none")
 
@@ -85,10 +85,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--out-name", default="oracle_boxes", help="result file name (without .json)")
     args = parser.parse_args()
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown or not variants:
-        parser.error(f"--variants: unknown {unknown or 'none given'}; expected some of {', '.join(VARIANTS)}")
+    variants = comma_choices(parser, "--variants", args.variants, VARIANTS)
     if not Path(args.checkpoint).is_dir():
         parser.error(f"--checkpoint: {args.checkpoint} is not a checkpoint directory")
     import torch
