@@ -149,7 +149,7 @@ def train_probe(probe: str, data: Path, steps: int, batch_size: int = 64, lr: fl
 
     torch.manual_seed(seed)
     inputs, codes, actions, episode = load_steps(data, probe)
-    n_train_eps = max(1, int(round(episode.max() * (1 - heldout_fraction))))
+    n_train_eps = max(1, int(round((episode.max() + 1) * (1 - heldout_fraction))))  # episodes numbered from 0
     train, held = episode < n_train_eps, episode >= n_train_eps
     if not held.any():
         raise ValueError(f"{data}: too few episodes to hold {heldout_fraction:.0%} out")

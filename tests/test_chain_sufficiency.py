@@ -51,6 +51,8 @@ def test_state_probe_learns_beyond_zero_motion_and_runs_in_closed_loop(push_data
 
     act, figures = train_probe("state", push_data, steps=300, heldout_fraction=0.25)
     assert figures["heldout_mse"] < figures["zero_motion_heldout_mse"], figures
+    episode = load_steps(push_data, "state")[3]
+    assert figures["heldout_frames"] == int((episode >= 12).sum())  # the last quarter of 16 episodes
     summary = closed_loop(probe_policy("state", act), "state", task="push", split="seen", episodes=1, seed=0,
                           max_steps=4, num_objects=2, image_size=48)
     assert summary["success"] in ("0/1", "1/1") and summary["episodes"][0]["steps"] == 4
