@@ -28,6 +28,7 @@ Without --data it collects the demo's demonstrations (``ecot demo``'s recipe) un
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -83,14 +84,19 @@ def probe_inputs(probe: str, state: np.ndarray, box: np.ndarray, gripper_point: 
     return np.concatenate([np.asarray(x, np.float32), code])
 
 
-def load_steps(data: Path, probe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(inputs or images, task codes, actions, episode index) of every step of a collected dataset."""
+@functools.lru_cache(maxsize=1)
+def read_episodes(data: Path) -> tuple:
+    """Every episode of a dataset, read once however many probes train on it."""
     from ecot.data import open_dataset
 
     ds = open_dataset(data)
+    return tuple(ds.episode(i) for i in range(len(ds)))
+
+
+def load_steps(data: Path, probe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(inputs or images, task codes, actions, episode index) of every step of a collected dataset."""
     inputs, codes, actions, episode = [], [], [], []
-    for i in range(len(ds)):
-        ep = ds.episode(i)
+    for i, ep in enumerate(read_episodes(Path(data))):
         gt, task = ep.ground_truth, ep.metadata.get("task") or {}
         if gt is None or task.get("family") != "push":
             raise ValueError(f"{data}: episode {i} is not a sim push demonstration with ground truth "
@@ -200,8 +206,7 @@ def probe_policy(probe: str, act):
             super().reset(env, seed)
             self.env = env
             task = env.task
-            spec = task.objects[task.main]
-            self.code = task_code(f"the {spec.color} {spec.kind}", task.relation)
+            self.code = task_code(task.object_names[task.main], task.relation)
 
         def act(self, obs: dict, instruction: str) -> StepOutput:
             env, main = self.env, self.env.task.main
@@ -250,13 +255,12 @@ def main() -> None:
         parser.error("--steps, --batch-size and --episodes must be at least 1")
     import torch
 
-    from ecot.data import open_dataset
     from ecot.eval.policies import ExpertPolicy, EvalPolicy, StepOutput, hold_action
 
     torch.set_num_threads(1)
     data = Path(args.data) if args.data else demo_data(Path("runs/chain_sufficiency"), seed=0)
-    ds = open_dataset(data)
-    image_size, num_objects = int(ds[0].images.shape[2]), len(ds[0].ground_truth.object_names)
+    first = read_episodes(data)[0]
+    image_size, num_objects = int(first.images.shape[2]), len(first.ground_truth.object_names)
     loop = dict(task="push", split="seen", episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
                 num_objects=num_objects, image_size=image_size)
 
