@@ -38,6 +38,8 @@ DEFAULT_BUDGETS = {
     "GRIPPER POSITION:": 96,
 }
 SLACK_PER_FIELD = 48  # closing a structured field after its budget, and the tags themselves
+RANK_FIRST = 8  # candidates ranked (and, running ahead, read back) before the rest are looked at
+CHUNK = 32  # forced text of up to this many ids goes through the compiled chunk step (on a GPU)
 
 
 @dataclass
@@ -62,6 +64,8 @@ class DecodeResult:
     tokens_forced: int = 0  # tokens written by jump-forward after the prefill
     prefill_tokens: int = 0
     forwards: int = 0
+    forwards_ahead: int = 0  # steps launched on the device's guess before the host chose (kept or discarded)
+    forwards_discarded: int = 0  # run-ahead steps thrown away because the host chose another id
     free_ids: list[int] = field(default_factory=list)  # grammar off: the ids the model wrote (EOS included)
     action_expected: list[float] = field(default_factory=list)  # per dimension: the mean normalized value under
     # the model's distribution over the action bins (given the greedy ids before it)
@@ -95,6 +99,35 @@ class TokenTables:
         self.ender_sets = [frozenset(ids) for ids in ender_ids]  # the same, for the host (no device read per token)
         # A dummy action (the middle bin), to find the ids before the action ids after "ACTION:".
         self.dummy_action_text = tokenizer.decode([self.action_lo + action_tokenizer.n_bins // 2] * 2)
+        self._rank_ids: dict[tuple[bool, int | None], torch.Tensor] = {}
+        self._allowed: dict[tuple, torch.Tensor] = {}
+
+    def rank_ids(self, structural: bool, field: int | None) -> torch.Tensor:
+        """The ids a field's choice is ranked over: the state's candidate set, plus the field's
+        enders where it may end (``field`` None: it may not)."""
+        key = (structural, field)
+        ids = self._rank_ids.get(key)
+        if ids is None:
+            ids = self.struct_ids if structural else self.text_ids
+            if field is not None:
+                ids = torch.cat([ids, self.enders[field]])
+            self._rank_ids[key] = ids
+        return ids
+
+    def allowed_ids(self, grammar: Any, state: tuple, closing: bool, field: int, accepting: bool) -> torch.Tensor:
+        """In a structural state, exactly the ids the grammar lets the model choose there (and the
+        field's enders where it may end): its best one is the host's choice. Computed once per state."""
+        key = (grammar.kind, getattr(grammar, "max_objects", None), getattr(grammar, "max_numbers", None), state,
+               closing, field if accepting else None)
+        ids = self._allowed.get(key)
+        if ids is None:
+            texts = self.texts
+            ok = [i for i in self.struct_ids.tolist() if grammar.feed(state, texts[i], closing) is not None]
+            if accepting:
+                ok += [i for i in self.ender_sets[field] if i not in ok]
+            ids = torch.tensor(ok, dtype=torch.long, device=self.struct_ids.device)
+            self._allowed[key] = ids
+        return ids
 
     def _first_token_after_word(self, text: str) -> int:
         head = self.tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -218,22 +251,64 @@ class _Sequence:
 
     # ------------------------------------------------------------------ the model's choices
 
-    def consume(self, logits: torch.Tensor) -> None:
-        """Choose what follows from the logits at the last fed position."""
+    def consume(self, logits: torch.Tensor, prefetched: tuple[list[int], float] | None = None) -> None:
+        """Choose what follows from the logits at the last fed position. ``prefetched`` is what
+        :meth:`prefetch` computed from the same logits and the host already read: the best ranked ids
+        of a field's choice, or an action's id and expected value."""
         if self.field == len(TAGS):
-            self._choose_action(logits)
+            self._choose_action(logits, prefetched)
         elif not self.use_grammar:
             self._choose_free(logits)
         else:
-            self._choose_in_field(logits)
+            self._choose_in_field(logits, prefetched[0] if prefetched is not None else None)
 
-    def _choose_action(self, logits: torch.Tensor) -> None:
-        lo, hi = self.tables.action_lo, self.tables.action_hi
-        scores = logits[lo:hi].float()
-        token = lo + int(torch.argmax(scores))
+    # ------------------------------------------------------------------ run-ahead
+
+    def plan(self) -> tuple | None:
+        """How the next choice will be made, known before its logits are read: ``("action",)``, or
+        ``("field", rank_ids, guess_ids)`` (the ids ranked, and those whose best one is the likely
+        choice); None where the next id is not the model's choice or ends the sequence."""
+        if self.done or not self.use_grammar or self.field is None:
+            return None
+        if self.field == len(TAGS):
+            return ("action",) if len(self.action_ids) < self.action_dim - 1 else None
+        g, tables = self.grammar, self.tables
+        closing = self.field_tokens >= self.budgets.get(TAGS[self.field], 64)
+        if g.must_end(self.state, closing):
+            return None
+        accepting = g.accepting(self.state)
+        structural = g.structural(self.state)
+        rank = tables.rank_ids(structural, self.field if accepting else None)
+        guess = tables.allowed_ids(g, self.state, closing, self.field, accepting) if structural else rank
+        return ("field", rank, guess) if len(guess) else None
+
+    def prefetch(self, plan: tuple, logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """On the device, from this sequence's ``logits``: ``[guess, top ranked ids...]`` (``top + 1``
+        ids, -1 padded) and the action's expected value (0 for a field)."""
+        if plan[0] == "action":
+            lo, hi = self.tables.action_lo, self.tables.action_hi
+            scores = logits[lo:hi].float()
+            token = lo + torch.argmax(scores)
+            expected = torch.softmax(scores, dim=0) @ self.tables.action_values.to(scores.device)
+            return torch.cat([token.view(1), token.view(1).expand(top)]), expected
+        _, rank, guess = plan
+        k = min(top, len(rank))
+        ranked = rank[torch.topk(logits[rank], k).indices]
+        best = guess[torch.argmax(logits[guess])]
+        ids = torch.cat([best.view(1), ranked, torch.full((top - k,), -1, dtype=ranked.dtype, device=ranked.device)])
+        return ids, torch.zeros((), dtype=torch.float32, device=logits.device)
+
+    def _choose_action(self, logits: torch.Tensor, prefetched: tuple[list[int], float] | None = None) -> None:
+        if prefetched is not None:
+            token, expected = int(prefetched[0][0]), float(prefetched[1])
+        else:
+            lo, hi = self.tables.action_lo, self.tables.action_hi
+            scores = logits[lo:hi].float()
+            token = lo + int(torch.argmax(scores))
+            values = self.tables.action_values.to(scores.device)
+            expected = float(torch.softmax(scores, dim=0) @ values)
         self.action_ids.append(token)
-        values = self.tables.action_values.to(scores.device)
-        self.action_expected.append(float(torch.softmax(scores, dim=0) @ values))
+        self.action_expected.append(expected)
         self.generated += 1
         if len(self.action_ids) >= self.action_dim:
             self.done = True
@@ -255,7 +330,7 @@ class _Sequence:
         self.ids.append(token)
         self.pending = [token]
 
-    def _choose_in_field(self, logits: torch.Tensor) -> None:
+    def _choose_in_field(self, logits: torch.Tensor, first: list[int] | None = None) -> None:
         g = self.grammar
         tag = TAGS[self.field]
         closing = self.field_tokens >= self.budgets.get(tag, 64)
@@ -263,11 +338,10 @@ class _Sequence:
             self._end_field()
             return
         accepting = g.accepting(self.state)
-        enders = self.tables.enders[self.field] if accepting else None
         ender_set = self.tables.ender_sets[self.field] if accepting else frozenset()
         texts = self.tables.texts
         check_tags = g.kind in (FREE, OBJECTS)
-        for token in self._ranked(logits, g.structural(self.state), enders):
+        for token in self._ranked(logits, g.structural(self.state), accepting, first):
             if token in ender_set:
                 self._end_field()
                 return
@@ -288,17 +362,22 @@ class _Sequence:
             return
         self._end_field(completion=g.completion(self.state))  # nothing allowed: close the structure
 
-    def _ranked(self, logits: torch.Tensor, structural: bool, enders: torch.Tensor | None):
-        """Candidate ids, best first: a few from the top, then (rarely needed) all of them."""
-        ids = self.tables.struct_ids if structural else self.tables.text_ids
-        if enders is not None:
-            ids = torch.cat([ids, enders])
-        scores = logits[ids]
+    def _ranked(self, logits: torch.Tensor, structural: bool, accepting: bool, first: list[int] | None = None):
+        """Candidate ids, best first: a few from the top, then (rarely needed) all of them. ``first``:
+        the top ones already read from the device (:meth:`prefetch`, the same ranking)."""
+        ids = self.tables.rank_ids(structural, self.field if accepting else None)
         seen = 0
-        for k in (8, 64, len(ids)):
+        if first is not None:
+            first = [i for i in first if i >= 0]
+            yield from first
+            seen = len(first)
+        scores = None
+        for k in (RANK_FIRST, 64, len(ids)):
             k = min(k, len(ids))
             if k <= seen:
                 continue
+            if scores is None:
+                scores = logits[ids]
             top = torch.topk(scores, k).indices[seen:k]
             yield from ids[top].tolist()
             seen = k
@@ -326,6 +405,12 @@ class ECoTDecoder:
         # (on a GPU a few replays cost less than one launch-bound eager forward); longer text is prefilled.
         self.compiled_feed_max = 4 if self.engine.device.type == "cuda" else 1
         self.pipeline = True  # free generation with the compiled step runs ahead of the host
+        # Grammar decoding with the compiled step runs one step ahead of the host (see _run_ahead);
+        # on a CPU there is no device to keep busy, so it only costs the guesses.
+        self.run_ahead = self.engine.device.type == "cuda"
+        # Forced text of 2 .. chunk_size ids through the compiled chunk step (0: off); on a CPU the
+        # static chunk attends over the whole cache, which costs more than an eager forward saves.
+        self.chunk_size = CHUNK if self.engine.device.type == "cuda" else 0
         self._caches: dict[int, KVCache] = {}
 
     def _cache(self, batch: int, need: int) -> KVCache:
@@ -395,6 +480,94 @@ class ECoTDecoder:
                 return forwards
             logits = following
 
+    def _can_run_ahead(self, seqs: list[_Sequence], active: list[int]) -> bool:
+        return bool(self.compile) and self.grammar and self.run_ahead and len(active) == len(seqs)
+
+    def _run_ahead(self, seqs: list[_Sequence], cache: KVCache, logits: torch.Tensor) -> tuple[torch.Tensor | None, int, int]:
+        """Grammar decoding that keeps the device busy while the host runs the grammar.
+
+        For each sequence the host knows, before reading the logits, how the next id will be
+        chosen (:meth:`_Sequence.plan`). It queues on the device the best ids of that choice and the
+        *guess* (the best id the grammar allows: exact in digits and brackets, the best text id
+        elsewhere), queues a copy of them to the host, and then the compiled step on the guesses.
+        While that step runs, the host reads the copy and makes its choice as it always does
+        (:meth:`_Sequence.consume`, the same ranking). If every sequence chose its guess the step
+        was the next one; else it is undone (each sequence's length set back) and the caller feeds
+        what was chosen. The ids are exactly the step-by-step loop's. Returns (the logits for the
+        next choice, or None when the caller must feed the sequences' pending ids; forwards run;
+        forwards discarded)."""
+        engine = self.engine
+        cuda = engine.device.type == "cuda"
+        forwards = 0
+        while True:
+            plans = [s.plan() for s in seqs]
+            if any(p is None for p in plans):
+                return logits, forwards, 0
+            packed = [s.prefetch(p, logits[b], RANK_FIRST) for b, (s, p) in enumerate(zip(seqs, plans))]
+            ids = torch.stack([i for i, _ in packed])
+            values = torch.stack([v for _, v in packed])
+            guess = ids[:, 0].contiguous()
+            if cuda:
+                host_ids = torch.empty(ids.shape, dtype=ids.dtype, pin_memory=True)
+                host_values = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+                host_ids.copy_(ids, non_blocking=True)
+                host_values.copy_(values, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
+            following = engine.compiled_step(cache, guess, self._backend)  # runs while the host chooses
+            forwards += 1
+            self._ahead += 1
+            if cuda:
+                ready.synchronize()
+            else:
+                host_ids, host_values = ids, values
+            rows, vals = host_ids.tolist(), host_values.tolist()
+            for b, s in enumerate(seqs):
+                s.consume(logits[b], (rows[b][1:] if plans[b][0] == "field" else rows[b], vals[b]))
+            if all(not s.done and s.rollback_to is None and s.pending == [rows[b][0]] for b, s in enumerate(seqs)):
+                for s in seqs:
+                    s.fed += 1
+                    s.pending = []
+                logits = following
+                continue
+            cache.lengths = [n - 1 for n in cache.lengths]
+            return None, forwards, 1
+
+    def _consume(self, seqs: list[_Sequence], active: list[int], cache: KVCache, logits: torch.Tensor) -> tuple[int, int]:
+        """Each active sequence chooses from its row of ``logits`` (running ahead where it can);
+        returns (forwards run, forwards discarded)."""
+        forwards = discarded = 0
+        if self._can_run_ahead(seqs, active):
+            logits, forwards, discarded = self._run_ahead(seqs, cache, logits)
+            if logits is None:
+                return forwards, discarded
+        for b in active:
+            seqs[b].consume(logits[b])
+        return forwards, discarded
+
+    def _feed(self, seqs: list[_Sequence], active: list[int], cache: KVCache) -> tuple[torch.Tensor, int]:
+        """Feed every active sequence's pending ids; returns the logits and the forwards run."""
+        engine = self.engine
+        feeds = [seqs[b].pending if b in active else [] for b in range(len(seqs))]
+        width = max(len(f) for f in feeds)
+        same_width = all(len(f) == width for f in feeds)
+        all_active = len(active) == len(seqs)
+        if self.compile and all_active and 2 <= width <= self.chunk_size and \
+                max(cache.lengths) + self.chunk_size <= cache.max_len:
+            # Forced text in one replay of the compiled chunk step (padded to its fixed width).
+            rows = [f + [self.tables.pad_id] * (self.chunk_size - len(f)) for f in feeds]
+            logits = engine.compiled_chunk(cache, torch.tensor(rows), [len(f) for f in feeds], self._backend)
+            return logits, 1
+        if self.compile and same_width and width <= self.compiled_feed_max:
+            # Every sequence feeds the same number of ids: one compiled step per id (a short forced
+            # tag costs a few graph replays instead of one eager forward, launch-bound on a GPU).
+            for j in range(width):
+                logits = engine.compiled_step(cache, torch.tensor([f[j] for f in feeds]), self._backend)
+            return logits, width
+        rows = [f + [self.tables.pad_id] * (width - len(f)) for f in feeds]
+        ids = torch.tensor(rows, dtype=torch.long, device=engine.device)
+        return engine.forward(cache, engine.embed(ids), [len(f) for f in feeds]), 1
+
     @torch.no_grad()
     def decode(self, requests: list[DecodeRequest], timings: dict[str, float] | None = None) -> list[DecodeResult]:
         t0 = time.perf_counter()
@@ -427,12 +600,13 @@ class ECoTDecoder:
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
+        discarded = 0
+        self._ahead = 0
         if self._pipelined(seqs):
             forwards += self._decode_free_pipelined(seqs, cache, logits)
         else:
-            for b, s in enumerate(seqs):
-                if not s.done:
-                    s.consume(logits[b])
+            ran, lost = self._consume(seqs, [b for b, s in enumerate(seqs) if not s.done], cache, logits)
+            forwards, discarded = forwards + ran, discarded + lost
         while True:
             active = [b for b, s in enumerate(seqs) if not s.done and s.pending]
             if not active:
@@ -442,25 +616,14 @@ class ECoTDecoder:
                 if s.rollback_to is not None:
                     cache.lengths[b] = n_patches + s.rollback_to if s.rollback_to > 0 else 0
                     s.rollback_to = None
-            feeds = [seqs[b].pending if b in active else [] for b in range(len(seqs))]
-            width = max(len(f) for f in feeds)
-            same_width = all(len(f) == width for f in feeds)
-            if self.compile and same_width and width <= self.compiled_feed_max:
-                # Every sequence feeds the same number of ids: one compiled step per id (a short forced
-                # tag costs a few graph replays instead of one eager forward, launch-bound on a GPU).
-                for j in range(width):
-                    logits = engine.compiled_step(cache, torch.tensor([f[j] for f in feeds]), self._backend)
-                forwards += width - 1
-            else:
-                rows = [f + [self.tables.pad_id] * (width - len(f)) for f in feeds]
-                ids = torch.tensor(rows, dtype=torch.long, device=engine.device)
-                logits = engine.forward(cache, engine.embed(ids), [len(f) for f in feeds])
-            forwards += 1
+            logits, ran = self._feed(seqs, active, cache)
+            forwards += ran
             for b in active:
                 s = seqs[b]
                 s.fed += len(s.pending)
                 s.pending = []
-                s.consume(logits[b])
+            ran, lost = self._consume(seqs, active, cache, logits)
+            forwards, discarded = forwards + ran, discarded + lost
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()
@@ -469,7 +632,8 @@ class ECoTDecoder:
             timings["decode_ms"] = (t2 - t1) * 1000
         return [
             DecodeResult(answer=s.answer, action_ids=s.action_ids, ids=s.ids, tokens_generated=s.generated,
-                         tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards, free_ids=s.free_ids,
+                         tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards,
+                         forwards_ahead=self._ahead, forwards_discarded=discarded, free_ids=s.free_ids,
                          action_expected=s.action_expected)
             for s in seqs
         ]

@@ -57,6 +57,7 @@ class LlamaEngine:
         self.vocab_rows = int(self.lm_head.weight.shape[0])
         self.fused = [_fuse_layer(layer) for layer in self.layers]
         self._compiled = None
+        self._compiled_chunk = None
         self.tune_matvec = True  # on a GPU: coordinate-descent-tuned matrix-vector kernels (see compiled_step)
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
         self._static_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # the rotary table last marked static
@@ -197,16 +198,48 @@ class LlamaEngine:
         if self._rope_table is None or self._rope_table[0].shape[0] < cache.max_len:
             self._rope(torch.tensor([0], device=self.device), self.embed.weight[:1, None], cache.max_len)
         if self._compiled is None:
-            if backend == "none":
-                self._compiled = self._static_step
-            elif self.device.type == "cuda" and backend == "inductor":
-                # CUDA graphs (mode "reduce-overhead"), and the gpt-fast recipe for batch-1 matmuls:
-                # with coordinate-descent tuning inductor writes each matrix-vector product as its own
-                # tuned reduction kernel, which reaches the memory bandwidth that cuBLAS's does not.
-                options = {"triton.cudagraphs": True, "coordinate_descent_tuning": self.tune_matvec}
-                self._compiled = torch.compile(self._static_step, backend=backend, dynamic=False, options=options)
-            else:
-                self._compiled = torch.compile(self._static_step, backend=backend, dynamic=False)
+            self._compiled = self._compile(self._static_step, backend)
+        self._prepare_static(cache, backend)
+        lengths = _to_device(torch.tensor(cache.lengths), self.device)
+        logits = self._compiled(_to_device(ids, self.device).view(-1, 1), lengths, cache.keys, cache.values)
+        cache.lengths = [n + 1 for n in cache.lengths]
+        return logits.clone()
+
+    def compiled_chunk(self, cache: KVCache, ids: torch.Tensor, n_new: list[int], backend: str = "inductor") -> torch.Tensor:
+        """Append ``n_new[b]`` ids of ``ids[b]`` (``[B, T]``, right-padded, ``T`` fixed by the caller) to
+        each sequence with a second compiled static-shape step: forced text (a tag, a re-tokenized
+        word) in one graph replay, which at 7B costs about one decoded token where an eager forward
+        is bound by its ~400 kernel launches. Padding is written past each sequence's length, where
+        the next real ids overwrite it, so every ``lengths[b] + T`` must fit in the cache.
+        Returns the logits ``[B, V]`` at each sequence's last new position, as :meth:`forward` does."""
+        t = ids.shape[1]
+        if max(cache.lengths) + t > cache.max_len:
+            raise ValueError(f"the KV cache holds {cache.max_len} positions; a chunk of {t} needs {max(cache.lengths) + t}")
+        if min(n_new) < 1:
+            raise ValueError(f"every sequence must feed at least one id (n_new={n_new})")
+        if self._rope_table is None or self._rope_table[0].shape[0] < cache.max_len:
+            self._rope(torch.tensor([0], device=self.device), self.embed.weight[:1, None], cache.max_len)
+        if self._compiled_chunk is None:
+            self._compiled_chunk = self._compile(self._static_chunk, backend)
+        self._prepare_static(cache, backend)
+        lengths = _to_device(torch.tensor(cache.lengths), self.device)
+        last = _to_device(torch.tensor([n - 1 for n in n_new]), self.device)
+        logits = self._compiled_chunk(_to_device(ids, self.device), lengths, last, cache.keys, cache.values)
+        cache.lengths = [n0 + n for n0, n in zip(cache.lengths, n_new)]
+        return logits.clone()
+
+    def _compile(self, fn, backend: str):
+        if backend == "none":
+            return fn
+        if self.device.type == "cuda" and backend == "inductor":
+            # CUDA graphs (mode "reduce-overhead"), and the gpt-fast recipe for batch-1 matmuls:
+            # with coordinate-descent tuning inductor writes each matrix-vector product as its own
+            # tuned reduction kernel, which reaches the memory bandwidth that cuBLAS's does not.
+            options = {"triton.cudagraphs": True, "coordinate_descent_tuning": self.tune_matvec}
+            return torch.compile(fn, backend=backend, dynamic=False, options=options)
+        return torch.compile(fn, backend=backend, dynamic=False)
+
+    def _prepare_static(self, cache: KVCache, backend: str) -> None:
         if not cache.static_marked and backend != "none":
             # The step writes into the cache in place; CUDA graphs replay such writes only for
             # tensors at fixed addresses (else inductor skips the graphs: "mutated inputs").
@@ -216,10 +249,6 @@ class LlamaEngine:
         if backend != "none" and self._static_rope is not self._rope_table:  # once, and again if the table grew
             self._mark_weights_static()
             self._static_rope = self._rope_table
-        lengths = _to_device(torch.tensor(cache.lengths), self.device)
-        logits = self._compiled(_to_device(ids, self.device).view(-1, 1), lengths, cache.keys, cache.values)
-        cache.lengths = [n + 1 for n in cache.lengths]
-        return logits.clone()
 
     def _mark_weights_static(self) -> None:
         """Mark the fused weights and the rotary table as fixed-address inputs of the compiled step.
@@ -237,15 +266,27 @@ class LlamaEngine:
             tensor._ecot_static = True
 
     def _static_step(self, ids: torch.Tensor, lengths: torch.Tensor, keys: list, values: list) -> torch.Tensor:
-        b = ids.shape[0]
+        return self._static_layers(ids, lengths, keys, values)[:, -1]
+
+    def _static_chunk(self, ids: torch.Tensor, lengths: torch.Tensor, last: torch.Tensor, keys: list,
+                      values: list) -> torch.Tensor:
+        hidden = self._static_layers(ids, lengths, keys, values, logits=False)
+        picked = hidden[torch.arange(ids.shape[0], device=ids.device), last]
+        return self.lm_head(self._norm(self.norm, picked)).float()
+
+    def _static_layers(self, ids: torch.Tensor, lengths: torch.Tensor, keys: list, values: list,
+                       logits: bool = True) -> torch.Tensor:
+        """``ids [B, T]`` at positions ``lengths[b] + t`` through every layer, attending over the whole
+        (masked) cache: the logits ``[B, T, V]`` of every position if ``logits``, else the hidden states."""
+        b, t = ids.shape
         max_len = keys[0].shape[2]
         hidden = self.embed(ids)
-        positions = lengths[:, None]
+        positions = lengths[:, None] + torch.arange(t, device=ids.device)[None, :]
         cos = self._rope_table[0][positions].unsqueeze(1)
         sin = self._rope_table[1][positions].unsqueeze(1)
         slots = torch.arange(max_len, device=ids.device)
         mask = slots[None, None, None, :] <= positions[:, None, :, None]
-        index = positions[:, None, :, None].expand(b, self.n_kv_heads, 1, self.head_dim)
+        index = positions[:, None, :, None].expand(b, self.n_kv_heads, t, self.head_dim)
 
         def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             keys[i].scatter_(2, index, k)
@@ -254,7 +295,9 @@ class LlamaEngine:
 
         for i, layer in enumerate(self.layers):
             hidden = self._layer(i, layer, hidden, cos, sin, mask, store)
-        return self.lm_head(self._norm(self.norm, hidden[:, -1])).float()
+        if not logits:
+            return hidden
+        return self.lm_head(self._norm(self.norm, hidden[:, -1:])).float()
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

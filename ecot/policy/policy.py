@@ -423,6 +423,8 @@ class ECoTPolicy:
                 "tokens_forced": result.tokens_forced,
                 "tokens_reused": len(self.processor.tokenizer(reused[i], add_special_tokens=False)["input_ids"]) if reused[i] else 0,
                 "forwards": result.forwards,
+                "forwards_ahead": result.forwards_ahead,
+                "forwards_discarded": result.forwards_discarded,
             }
             outputs.append(out)
         del t2

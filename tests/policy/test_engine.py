@@ -23,14 +23,23 @@ def trained(trained_checkpoint):
     return VLA.from_pretrained(trained_checkpoint, progress=False)
 
 
-@pytest.fixture(scope="module", params=["tiny-siglip", "tiny-dinosiglip"])
-def random_model(request, trained):
-    torch.manual_seed(1)
-    model = VLA(VLAConfig.preset(request.param, norm_stats=NORM_STATS)).eval()
+def _random(preset: str, trained) -> VLA:
     from ecot.model import VLAProcessor
 
+    torch.manual_seed(1)
+    model = VLA(VLAConfig.preset(preset, norm_stats=NORM_STATS)).eval()
     model.processor = VLAProcessor(model.config, trained.processor.tokenizer)
     return model
+
+
+@pytest.fixture(scope="module", params=["tiny-siglip", "tiny-dinosiglip"])
+def random_model(request, trained):
+    return _random(request.param, trained)
+
+
+@pytest.fixture(scope="module")
+def random_siglip(trained):
+    return _random("tiny-siglip", trained)
 
 
 def _generate(model, instruction: str, image, n: int) -> list[int]:
@@ -106,6 +115,78 @@ def test_short_forced_text_through_the_static_step_gives_the_eager_ids(model_nam
             assert "MOVE: move left" in b.text
             steps += b.timings["forwards"] > a.timings["forwards"]
         assert steps > 0  # some forced text did go through the one-id step
+
+
+@pytest.mark.parametrize("model_name", ["trained", "random"])
+def test_running_ahead_of_the_grammar_gives_the_step_by_step_ids(model_name, trained, random_siglip):
+    """With the compiled step the grammar path runs one step ahead of the host (the next step is
+    launched on the device's guess while the host chooses): the same text and actions as the
+    step-by-step eager loop in every mode, with edits and batches, most guesses right and the wrong
+    ones undone."""
+    model = trained if model_name == "trained" else random_siglip
+    small = {"budgets": {"PLAN:": 12, "VISIBLE OBJECTS:": 24, "GRIPPER POSITION:": 16}} if model_name == "random" else {}
+    images = [scene_image(i, noise_seed=6) for i in range(3)]
+    instructions = [scene["instruction"] for scene in SCENES[:3]]
+    kept = discarded = 0
+    for mode in ("full", "reuse", "no-reasoning"):
+        eager = ECoTPolicy(model, mode=mode, **small)
+        ahead = ECoTPolicy(model, mode=mode, compile="none", **small)
+        ahead.decoder.run_ahead = True
+        for policy in (eager, ahead):
+            policy.edit(move="move left")
+        for image, instruction in zip(images, instructions):
+            a = eager.step(image, instruction)
+            b = ahead.step(image, instruction)
+            assert a.text == b.text and a.action_ids == b.action_ids, mode
+            # Every kept run-ahead step is a step the eager loop ran too; a discarded one is extra.
+            assert b.timings["forwards"] == a.timings["forwards"] + b.timings["forwards_discarded"]
+            discarded += b.timings["forwards_discarded"]
+            kept += b.timings["forwards_ahead"] - b.timings["forwards_discarded"]
+        batched_eager = eager.step_batch(images, instructions)
+        batched = ahead.step_batch(images, instructions)
+        assert [o.text for o in batched] == [o.text for o in batched_eager]
+        assert [o.action_ids for o in batched] == [o.action_ids for o in batched_eager]
+    assert kept > 0
+    if model_name == "random":
+        assert discarded > 0  # and some guesses were wrong (a random model ends fields unexpectedly)
+
+
+@pytest.mark.parametrize("model_name", ["trained", "random"])
+def test_forced_text_through_the_compiled_chunk_step_gives_the_eager_ids(model_name, trained, random_siglip):
+    """Forced text of 2 .. chunk_size ids goes through the second static-shape step (one replay per
+    tag on a GPU): the eager loop's text and actions, reuse, edits and batches included."""
+    model = trained if model_name == "trained" else random_siglip
+    small = {"budgets": {"PLAN:": 12, "VISIBLE OBJECTS:": 24, "GRIPPER POSITION:": 16}} if model_name == "random" else {}
+    images = [scene_image(i, noise_seed=7) for i in range(3)]
+    instructions = [scene["instruction"] for scene in SCENES[:3]]
+    fewer = 0
+    for mode in ("full", "reuse"):
+        eager = ECoTPolicy(model, mode=mode, **small)
+        chunked = ECoTPolicy(model, mode=mode, compile="none", **small)
+        chunked.decoder.chunk_size = 32
+        for policy in (eager, chunked):
+            policy.edit(subtask="reach the block")
+        for image, instruction in zip(images, instructions):
+            a = eager.step(image, instruction)
+            b = chunked.step(image, instruction)
+            assert a.text == b.text and a.action_ids == b.action_ids, mode
+            fewer += b.timings["forwards"] < a.timings["forwards"] + a.timings["tokens_forced"]
+        assert [o.text for o in chunked.step_batch(images, instructions)] == \
+            [o.text for o in eager.step_batch(images, instructions)]
+    assert fewer > 0
+
+
+def test_chunk_step_refuses_what_does_not_fit(random_siglip):
+    from ecot.policy.engine import LlamaEngine
+
+    engine = LlamaEngine(random_siglip.language_model)
+    cache = engine.new_cache(1, 256)
+    cache.lengths = [250]
+    with pytest.raises(ValueError, match="holds 256 positions"):
+        engine.compiled_chunk(cache, torch.ones(1, 8, dtype=torch.long), [3], backend="none")
+    cache.lengths = [10]
+    with pytest.raises(ValueError, match="at least one id"):
+        engine.compiled_chunk(cache, torch.ones(1, 8, dtype=torch.long), [0], backend="none")
 
 
 def test_engines_on_one_model_share_the_fused_weights(random_model):
