@@ -143,6 +143,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--chain-tokens", type=int, default=350)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--eager-steps", action="store_true",
+                        help="also time the control steps without compile (slow at 7B: ~9 s per full step)")
     parser.add_argument("--untuned", action="store_true",
                         help="also time the compiled step with cuBLAS's matrix-vector products (one more compile)")
     args = parser.parse_args()
@@ -292,7 +294,8 @@ def main() -> None:
             print(key, results[key], flush=True)
 
         shared = None  # the compiled variants share one decoder: one compile of each static step
-        variants = [("eager", False)] + ([("compiled", True)] if use_compile else [])
+        variants = ([("eager", False)] if args.eager_steps or not use_compile else []) + \
+            ([("compiled", True)] if use_compile else [])
         for label, compile_flag in variants:
             for mode in ("full", "reuse"):
                 policy = ECoTPolicy(model, mode=mode, reuse_steps=100, budgets=budgets, compile=compile_flag)
@@ -310,6 +313,23 @@ def main() -> None:
                     # chain's; the budgets still sum to --chain-tokens.
                     policy.decoder.budgets = shaped
                     timed(policy, key.replace("reuse_step", "reuse_step_shaped"), 1, reps)
+                if compile_flag and mode == "full" and device.type == "cuda":
+                    # How often the host waits for the device in a step (reads back a device value):
+                    # with run-ahead it should be a few times per field, not once per token.
+                    import warnings
+
+                    try:  # diagnosis only: its failure must not cost the measurements
+                        torch.cuda.set_sync_debug_mode("warn")
+                        with warnings.catch_warnings(record=True) as caught:
+                            warnings.simplefilter("always")
+                            policy.step(image, instruction)
+                        syncs = [str(w.message)[:80] for w in caught if "synchroniz" in str(w.message).lower()]
+                        results["full_step_host_syncs"] = len(syncs)
+                        print("host syncs in a full step:", len(syncs), syncs[:3], flush=True)
+                    except Exception as exc:  # noqa: BLE001
+                        results["full_step_host_syncs"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
                 if compile_flag:
                     # The same steps decoded one id at a time, as before run-ahead and the chunk step: the
                     # host's grammar work between steps, forced text in eager forwards (same run, same card).

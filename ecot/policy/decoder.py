@@ -290,12 +290,14 @@ class _Sequence:
             scores = logits[lo:hi].float()
             token = lo + torch.argmax(scores)
             expected = torch.softmax(scores, dim=0) @ self.tables.action_values.to(scores.device)
-            return torch.cat([token.view(1), token.view(1).expand(top)]), expected
+            return token.view(1).expand(top + 1), expected
         _, rank, guess = plan
+        # index_select only: indexing with a 0-dim device tensor would read it back (a device sync),
+        # and the whole point is that the host does not wait here.
         k = min(top, len(rank))
-        ranked = rank[torch.topk(logits[rank], k).indices]
-        best = guess[torch.argmax(logits[guess])]
-        ids = torch.cat([best.view(1), ranked, torch.full((top - k,), -1, dtype=ranked.dtype, device=ranked.device)])
+        ranked = rank.index_select(0, torch.topk(logits.index_select(0, rank), k).indices)
+        best = guess.index_select(0, torch.argmax(logits.index_select(0, guess)).view(1))
+        ids = torch.cat([best, ranked, torch.full((top - k,), -1, dtype=ranked.dtype, device=ranked.device)])
         return ids, torch.zeros((), dtype=torch.float32, device=logits.device)
 
     def _choose_action(self, logits: torch.Tensor, prefetched: tuple[list[int], float] | None = None) -> None:

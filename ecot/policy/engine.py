@@ -286,11 +286,13 @@ class LlamaEngine:
         sin = self._rope_table[1][positions].unsqueeze(1)
         slots = torch.arange(max_len, device=ids.device)
         mask = slots[None, None, None, :] <= positions[:, None, :, None]
-        index = positions[:, None, :, None].expand(b, self.n_kv_heads, t, self.head_dim)
+        rows = torch.arange(b, device=ids.device)[:, None]
 
         def store(i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            keys[i].scatter_(2, index, k)
-            values[i].scatter_(2, index, v)
+            # An indexed write (index_put_), which inductor does in place on the cache; a scatter_
+            # was functionalized into a new cache tensor copied back, every layer, every token.
+            keys[i][rows, :, positions] = k.transpose(1, 2)
+            values[i][rows, :, positions] = v.transpose(1, 2)
             return keys[i], values[i]
 
         for i, layer in enumerate(self.layers):
