@@ -59,6 +59,10 @@ class LlamaEngine:
         self._compiled = None
         self._compiled_chunk = None
         self.tune_matvec = True  # on a GPU: coordinate-descent-tuned matrix-vector kernels (see compiled_step)
+        # On a CPU the compiled steps attend over the filled part of the cache only (its length a
+        # symbolic size: one compile for every length). On a GPU they attend over the whole cache,
+        # masked, so that one CUDA graph serves every length.
+        self.attend_filled = self.device.type == "cpu"
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
         self._static_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # the rotary table last marked static
 
@@ -201,7 +205,8 @@ class LlamaEngine:
             self._compiled = self._compile(self._static_step, backend)
         self._prepare_static(cache, backend)
         lengths = _to_device(torch.tensor(cache.lengths), self.device)
-        logits = self._compiled(_to_device(ids, self.device).view(-1, 1), lengths, cache.keys, cache.values)
+        span = max(cache.lengths) + 1 if self.attend_filled else None
+        logits = self._compiled(_to_device(ids, self.device).view(-1, 1), lengths, cache.keys, cache.values, span)
         cache.lengths = [n + 1 for n in cache.lengths]
         return logits.clone()
 
@@ -224,7 +229,8 @@ class LlamaEngine:
         self._prepare_static(cache, backend)
         lengths = _to_device(torch.tensor(cache.lengths), self.device)
         last = _to_device(torch.tensor([n - 1 for n in n_new]), self.device)
-        logits = self._compiled_chunk(_to_device(ids, self.device), lengths, last, cache.keys, cache.values)
+        span = max(cache.lengths) + t if self.attend_filled else None
+        logits = self._compiled_chunk(_to_device(ids, self.device), lengths, last, cache.keys, cache.values, span)
         cache.lengths = [n0 + n for n0, n in zip(cache.lengths, n_new)]
         return logits.clone()
 
@@ -237,7 +243,9 @@ class LlamaEngine:
             # tuned reduction kernel, which reaches the memory bandwidth that cuBLAS's does not.
             options = {"triton.cudagraphs": True, "coordinate_descent_tuning": self.tune_matvec}
             return torch.compile(fn, backend=backend, dynamic=False, options=options)
-        return torch.compile(fn, backend=backend, dynamic=False)
+        # attend_filled: the attended length changes every step; dynamic=None lets dynamo make it a
+        # symbolic size on its second value (one recompile) instead of compiling each length.
+        return torch.compile(fn, backend=backend, dynamic=None if self.attend_filled else False)
 
     def _prepare_static(self, cache: KVCache, backend: str) -> None:
         if not cache.static_marked and backend != "none":
@@ -265,21 +273,23 @@ class LlamaEngine:
             torch._dynamo.mark_static_address(tensor)
             tensor._ecot_static = True
 
-    def _static_step(self, ids: torch.Tensor, lengths: torch.Tensor, keys: list, values: list) -> torch.Tensor:
-        return self._static_layers(ids, lengths, keys, values)[:, -1]
+    def _static_step(self, ids: torch.Tensor, lengths: torch.Tensor, keys: list, values: list,
+                     span: int | None = None) -> torch.Tensor:
+        return self._static_layers(ids, lengths, keys, values, span)[:, -1]
 
     def _static_chunk(self, ids: torch.Tensor, lengths: torch.Tensor, last: torch.Tensor, keys: list,
-                      values: list) -> torch.Tensor:
-        hidden = self._static_layers(ids, lengths, keys, values, logits=False)
+                      values: list, span: int | None = None) -> torch.Tensor:
+        hidden = self._static_layers(ids, lengths, keys, values, span, logits=False)
         picked = hidden[torch.arange(ids.shape[0], device=ids.device), last]
         return self.lm_head(self._norm(self.norm, picked)).float()
 
     def _static_layers(self, ids: torch.Tensor, lengths: torch.Tensor, keys: list, values: list,
-                       logits: bool = True) -> torch.Tensor:
-        """``ids [B, T]`` at positions ``lengths[b] + t`` through every layer, attending over the whole
-        (masked) cache: the logits ``[B, T, V]`` of every position if ``logits``, else the hidden states."""
+                       span: int | None = None, logits: bool = True) -> torch.Tensor:
+        """``ids [B, T]`` at positions ``lengths[b] + t`` through every layer, attending over the first
+        ``span`` cache slots (None: the whole cache), masked: the logits ``[B, 1, V]`` of the last
+        position if ``logits``, else the hidden states ``[B, T, H]``."""
         b, t = ids.shape
-        max_len = keys[0].shape[2]
+        max_len = keys[0].shape[2] if span is None else span
         hidden = self.embed(ids)
         positions = lengths[:, None] + torch.arange(t, device=ids.device)[None, :]
         cos = self._rope_table[0][positions].unsqueeze(1)
@@ -293,7 +303,9 @@ class LlamaEngine:
             # was functionalized into a new cache tensor copied back, every layer, every token.
             keys[i][rows, :, positions] = k.transpose(1, 2)
             values[i][rows, :, positions] = v.transpose(1, 2)
-            return keys[i], values[i]
+            if span is None:
+                return keys[i], values[i]
+            return keys[i][:, :, :span], values[i][:, :, :span]
 
         for i, layer in enumerate(self.layers):
             hidden = self._layer(i, layer, hidden, cos, sin, mask, store)
