@@ -86,9 +86,12 @@ def test_pipelined_free_decoding_gives_the_eager_ids(trained):
     assert [b.free_ids for b in batched] == [e.free_ids for e in expected]
 
 
-def test_static_shape_step_equals_the_eager_step(trained):
-    """The static-cache step that torch.compile / CUDA graphs replay gives the eager ids."""
+@pytest.mark.parametrize("attend_filled", [True, False], ids=["filled-part (CPU)", "whole-cache (GPU)"])
+def test_static_shape_step_equals_the_eager_step(trained, attend_filled):
+    """The static-cache step that torch.compile / CUDA graphs replay gives the eager ids, attending
+    over the filled part of the cache (as on a CPU) or over the whole cache, masked (as on a GPU)."""
     eager, static = ECoTPolicy(trained), ECoTPolicy(trained, compile="none")
+    static.decoder.engine.attend_filled = attend_filled
     for i, scene in enumerate(SCENES):
         a = eager.step(scene_image(i, noise_seed=4), scene["instruction"])
         b = static.step(scene_image(i, noise_seed=4), scene["instruction"])
@@ -132,6 +135,7 @@ def test_running_ahead_of_the_grammar_gives_the_step_by_step_ids(model_name, tra
         eager = ECoTPolicy(model, mode=mode, **small)
         ahead = ECoTPolicy(model, mode=mode, compile="none", **small)
         ahead.decoder.run_ahead = True
+        ahead.decoder.engine.attend_filled = False  # as on a GPU
         for policy in (eager, ahead):
             policy.edit(move="move left")
         for image, instruction in zip(images, instructions):
@@ -164,6 +168,7 @@ def test_forced_text_through_the_compiled_chunk_step_gives_the_eager_ids(model_n
         eager = ECoTPolicy(model, mode=mode, **small)
         chunked = ECoTPolicy(model, mode=mode, compile="none", **small)
         chunked.decoder.chunk_size = 32
+        chunked.decoder.engine.attend_filled = False  # as on a GPU
         for policy in (eager, chunked):
             policy.edit(subtask="reach the block")
         for image, instruction in zip(images, instructions):
