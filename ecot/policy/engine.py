@@ -197,10 +197,9 @@ class LlamaEngine:
 
     def compiled_step(self, cache: KVCache, ids: torch.Tensor, backend: str = "inductor") -> torch.Tensor:
         """One token per sequence through a ``torch.compile``d step with static shapes (attention over
-        the whole cache, masked), so CUDA graphs can replay it; the same result as :meth:`forward`.
+        the whole cache, masked; on a CPU over its filled part), so CUDA graphs can replay it; the
+        same result as :meth:`forward`.
         ``backend="none"`` runs the static-shape step without compiling it."""
-        if self._rope_table is None or self._rope_table[0].shape[0] < cache.max_len:
-            self._rope(torch.tensor([0], device=self.device), self.embed.weight[:1, None], cache.max_len)
         if self._compiled is None:
             self._compiled = self._compile(self._static_step, backend)
         self._prepare_static(cache, backend)
@@ -222,8 +221,6 @@ class LlamaEngine:
             raise ValueError(f"the KV cache holds {cache.max_len} positions; a chunk of {t} needs {max(cache.lengths) + t}")
         if min(n_new) < 1:
             raise ValueError(f"every sequence must feed at least one id (n_new={n_new})")
-        if self._rope_table is None or self._rope_table[0].shape[0] < cache.max_len:
-            self._rope(torch.tensor([0], device=self.device), self.embed.weight[:1, None], cache.max_len)
         if self._compiled_chunk is None:
             self._compiled_chunk = self._compile(self._static_chunk, backend)
         self._prepare_static(cache, backend)
@@ -248,6 +245,9 @@ class LlamaEngine:
         return torch.compile(fn, backend=backend, dynamic=None if self.attend_filled else False)
 
     def _prepare_static(self, cache: KVCache, backend: str) -> None:
+        """The rotary table covers the cache; the cache, weights and table are fixed-address inputs."""
+        if self._rope_table is None or self._rope_table[0].shape[0] < cache.max_len:
+            self._rope(torch.tensor([0], device=self.device), self.embed.weight[:1, None], cache.max_len)
         if not cache.static_marked and backend != "none":
             # The step writes into the cache in place; CUDA graphs replay such writes only for
             # tensors at fixed addresses (else inductor skips the graphs: "mutated inputs").
