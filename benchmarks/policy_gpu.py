@@ -143,6 +143,9 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--chain-tokens", type=int, default=350)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--graphs", default="trees", choices=["trees", "manual"],
+                        help="how compiled steps replay on a GPU: inductor's CUDA-graph trees, or one plain "
+                             "torch.cuda.CUDAGraph per step captured by the engine (LlamaEngine.graphs)")
     parser.add_argument("--eager-steps", action="store_true",
                         help="also time the control steps without compile (slow at 7B: ~9 s per full step)")
     parser.add_argument("--untuned", action="store_true",
@@ -221,6 +224,7 @@ def main() -> None:
             try:  # a compile failure is recorded, and the rest runs eagerly
                 compiled = ECoTDecoder(model, processor, grammar=False, max_free_tokens=n + 1, ignore_eos=True,
                                        compile=True, tables=eager.tables)
+                compiled.engine.graphs = args.graphs
                 t = time.perf_counter()
                 ours(compiled)
                 results["compile_s"] = round(time.perf_counter() - t, 1)
@@ -271,7 +275,9 @@ def main() -> None:
             write_result(
                 "policy_gpu",
                 {
-                    "what": f"{args.preset} architecture, random weights, {str(dtype).replace('torch.', '')}, batch 1, on {args.device}",
+                    "what": f"{args.preset} architecture, random weights, {str(dtype).replace('torch.', '')}, batch 1, on "
+                        f"{args.device}" + (f"; compiled steps replayed through {args.graphs} CUDA graphs"
+                                            if device.type == "cuda" and use_compile else ""),
                     "goals": "decode >= 80% of the bandwidth bound and >= 3x generate; full step (350 tokens) <= 2 s; reuse step <= 0.25 s",
                     "value": results,
                     "baseline": {"generate_tokens_per_s": results["decode"]["generate_tokens_per_s"]},
@@ -303,6 +309,7 @@ def main() -> None:
                     if shared is None:
                         shared = policy.decoder
                         shared.run_ahead, shared.chunk_size = True, CHUNK  # the GPU defaults, also in a CPU smoke run
+                        shared.engine.graphs = args.graphs
                     policy.decoder = shared
                     shared.budgets = budgets
                 key = f"{mode}_step" if label == "compiled" or not use_compile else f"{mode}_step_eager"

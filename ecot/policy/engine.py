@@ -63,6 +63,12 @@ class LlamaEngine:
         # symbolic size: one compile for every length). On a GPU they attend over the whole cache,
         # masked, so that one CUDA graph serves every length.
         self.attend_filled = self.device.type == "cpu"
+        # On a GPU: "trees" replays the compiled steps through inductor's CUDA-graph trees; "manual"
+        # captures each compiled step once per cache in a plain torch.cuda.CUDAGraph and replays it
+        # with no dynamo guards or tree bookkeeping on the host (prepared for the next lent GPU; not
+        # yet measured: benchmarks/policy_gpu.py --graphs manual).
+        self.graphs = "trees"
+        self._captured: dict[tuple, _CapturedStep] = {}
         self._rope_table: tuple[torch.Tensor, torch.Tensor] | None = None
         self._static_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # the rotary table last marked static
 
@@ -204,8 +210,14 @@ class LlamaEngine:
             self._compiled = self._compile(self._static_step, backend)
         self._prepare_static(cache, backend)
         lengths = _to_device(torch.tensor(cache.lengths), self.device)
-        span = max(cache.lengths) + 1 if self.attend_filled else None
-        logits = self._compiled(_to_device(ids, self.device).view(-1, 1), lengths, cache.keys, cache.values, span)
+        ids = _to_device(ids, self.device).view(-1, 1)
+        if self._manual(backend):
+            step = self._capture(("step", id(cache)), cache, lambda i, n: self._compiled(i, n, cache.keys, cache.values, None),
+                                 ids, lengths, reach=1)
+            logits = step(ids, lengths)
+        else:
+            span = max(cache.lengths) + 1 if self.attend_filled else None
+            logits = self._compiled(ids, lengths, cache.keys, cache.values, span)
         cache.lengths = [n + 1 for n in cache.lengths]
         return logits.clone()
 
@@ -226,19 +238,39 @@ class LlamaEngine:
         self._prepare_static(cache, backend)
         lengths = _to_device(torch.tensor(cache.lengths), self.device)
         last = _to_device(torch.tensor([n - 1 for n in n_new]), self.device)
-        span = max(cache.lengths) + t if self.attend_filled else None
-        logits = self._compiled_chunk(_to_device(ids, self.device), lengths, last, cache.keys, cache.values, span)
+        ids = _to_device(ids, self.device)
+        if self._manual(backend):
+            chunk = self._capture(("chunk", id(cache), t), cache,
+                                  lambda i, n, l: self._compiled_chunk(i, n, l, cache.keys, cache.values, None),
+                                  ids, lengths, last, reach=t)
+            logits = chunk(ids, lengths, last)
+        else:
+            span = max(cache.lengths) + t if self.attend_filled else None
+            logits = self._compiled_chunk(ids, lengths, last, cache.keys, cache.values, span)
         cache.lengths = [n0 + n for n0, n in zip(cache.lengths, n_new)]
         return logits.clone()
+
+    def _manual(self, backend: str) -> bool:
+        return self.graphs == "manual" and self.device.type == "cuda" and backend == "inductor"
+
+    def _capture(self, key: tuple, cache: KVCache, fn, *example: torch.Tensor, reach: int) -> "_CapturedStep":
+        step = self._captured.get(key)
+        if step is None:
+            # Warm-up runs write `reach` positions at the cache's end, which no sequence has reached:
+            # a real id written there later overwrites them before anything attends to them.
+            warm_lengths = torch.full_like(example[1], cache.max_len - reach)
+            step = _CapturedStep(fn, [example[0], warm_lengths, *example[2:]])
+            self._captured[key] = step
+        return step
 
     def _compile(self, fn, backend: str):
         if backend == "none":
             return fn
         if self.device.type == "cuda" and backend == "inductor":
-            # CUDA graphs (mode "reduce-overhead"), and the gpt-fast recipe for batch-1 matmuls:
-            # with coordinate-descent tuning inductor writes each matrix-vector product as its own
-            # tuned reduction kernel, which reaches the memory bandwidth that cuBLAS's does not.
-            options = {"triton.cudagraphs": True, "coordinate_descent_tuning": self.tune_matvec}
+            # CUDA graphs (mode "reduce-overhead", or captured by hand: self.graphs), and the gpt-fast
+            # recipe for batch-1 matmuls: with coordinate-descent tuning inductor writes each
+            # matrix-vector product as its own tuned reduction kernel.
+            options = {"triton.cudagraphs": self.graphs == "trees", "coordinate_descent_tuning": self.tune_matvec}
             return torch.compile(fn, backend=backend, dynamic=False, options=options)
         # attend_filled: the attended length changes every step; dynamic=None lets dynamo make it a
         # symbolic size on its second value (one recompile) instead of compiling each length.
@@ -257,6 +289,7 @@ class LlamaEngine:
         if backend != "none" and self._static_rope is not self._rope_table:  # once, and again if the table grew
             self._mark_weights_static()
             self._static_rope = self._rope_table
+            self._captured.clear()  # captured graphs read the old table's address
 
     def _mark_weights_static(self) -> None:
         """Mark the fused weights and the rotary table as fixed-address inputs of the compiled step.
@@ -312,6 +345,30 @@ class LlamaEngine:
         if not logits:
             return hidden
         return self.lm_head(self._norm(self.norm, hidden[:, -1:])).float()
+
+
+class _CapturedStep:
+    """A compiled step captured once in a ``torch.cuda.CUDAGraph``, with its own input buffers: a
+    call copies the inputs in and replays the graph, with no dynamo guards or graph-tree
+    bookkeeping on the host. The cache and weights it reads and writes are bound by address."""
+
+    def __init__(self, fn, example: list[torch.Tensor]):
+        self.inputs = [x.clone() for x in example]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # compiles and autotunes outside the capture
+                fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = fn(*self.inputs)
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        for buffer, value in zip(self.inputs, args):
+            buffer.copy_(value, non_blocking=True)
+        self.graph.replay()
+        return self.output
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
