@@ -410,8 +410,8 @@ class ECoTDecoder:
         # Grammar decoding with the compiled step runs one step ahead of the host (see _run_ahead);
         # on a CPU there is no device to keep busy, so it only costs the guesses.
         self.run_ahead = self.engine.device.type == "cuda"
-        # Forced text of 2 .. chunk_size ids through the compiled chunk step (0: off); on a CPU the
-        # static chunk attends over the whole cache, which costs more than an eager forward saves.
+        # Forced text of 2 .. chunk_size ids through the compiled chunk step (0: off). Off on a CPU:
+        # there an eager forward is not launch-bound, and the chunk computes its whole padded width.
         self.chunk_size = CHUNK if self.engine.device.type == "cuda" else 0
         self._caches: dict[int, KVCache] = {}
 

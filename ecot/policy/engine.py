@@ -16,6 +16,7 @@ lengths share one batch without left padding, and rolling a sequence back is set
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -255,11 +256,12 @@ class LlamaEngine:
 
     def _capture(self, key: tuple, cache: KVCache, fn, *example: torch.Tensor, reach: int) -> "_CapturedStep":
         step = self._captured.get(key)
-        if step is None:
+        if step is None or step.cache() is not cache:  # (an id can be reused once its cache is freed)
             # Warm-up runs write `reach` positions at the cache's end, which no sequence has reached:
             # a real id written there later overwrites them before anything attends to them.
             warm_lengths = torch.full_like(example[1], cache.max_len - reach)
             step = _CapturedStep(fn, [example[0], warm_lengths, *example[2:]])
+            step.cache = weakref.ref(cache)
             self._captured[key] = step
         return step
 
