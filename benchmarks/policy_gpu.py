@@ -14,7 +14,8 @@ downloaded here):
 * full-step latency of a ~350-token reasoning chain (field budgets sum to 350; random weights
   rarely end a field early) and a reuse step (high-level part prefilled).
 
-Runs in about 5 minutes on one H100/H200 (307 s on an H200, compiles included). Writes ``policy_gpu.json`` into ``$OUT`` if set,
+Runs in about 5.5 minutes on one H100/H200 (323 s on an H200, three compiles included; `--graphs manual`
+and `--eager-steps` add compiles or slow steps). Writes ``policy_gpu.json`` into ``$OUT`` if set,
 else ``benchmarks/results/``. Smoke test on CPU: ``--preset tiny-siglip --device cpu --new-tokens 8``.
 """
 
