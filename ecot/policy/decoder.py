@@ -518,7 +518,6 @@ class ECoTDecoder:
                 ready.record()
             following = engine.compiled_step(cache, guess, self._backend)  # runs while the host chooses
             forwards += 1
-            self._ahead += 1
             if cuda:
                 ready.synchronize()
             else:
@@ -537,7 +536,7 @@ class ECoTDecoder:
 
     def _consume(self, seqs: list[_Sequence], active: list[int], cache: KVCache, logits: torch.Tensor) -> tuple[int, int]:
         """Each active sequence chooses from its row of ``logits`` (running ahead where it can);
-        returns (forwards run, forwards discarded)."""
+        returns (run-ahead forwards, of them discarded); the caller's feeds are its other forwards."""
         forwards = discarded = 0
         if self._can_run_ahead(seqs, active):
             logits, forwards, discarded = self._run_ahead(seqs, cache, logits)
@@ -602,13 +601,12 @@ class ECoTDecoder:
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        discarded = 0
-        self._ahead = 0
+        ahead = discarded = 0
         if self._pipelined(seqs):
             forwards += self._decode_free_pipelined(seqs, cache, logits)
         else:
             ran, lost = self._consume(seqs, [b for b, s in enumerate(seqs) if not s.done], cache, logits)
-            forwards, discarded = forwards + ran, discarded + lost
+            ahead, discarded = ahead + ran, discarded + lost
         while True:
             active = [b for b, s in enumerate(seqs) if not s.done and s.pending]
             if not active:
@@ -625,7 +623,7 @@ class ECoTDecoder:
                 s.fed += len(s.pending)
                 s.pending = []
             ran, lost = self._consume(seqs, active, cache, logits)
-            forwards, discarded = forwards + ran, discarded + lost
+            ahead, discarded = ahead + ran, discarded + lost
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()
@@ -634,8 +632,8 @@ class ECoTDecoder:
             timings["decode_ms"] = (t2 - t1) * 1000
         return [
             DecodeResult(answer=s.answer, action_ids=s.action_ids, ids=s.ids, tokens_generated=s.generated,
-                         tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards,
-                         forwards_ahead=self._ahead, forwards_discarded=discarded, free_ids=s.free_ids,
+                         tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards + ahead,
+                         forwards_ahead=ahead, forwards_discarded=discarded, free_ids=s.free_ids,
                          action_expected=s.action_expected)
             for s in seqs
         ]

@@ -207,20 +207,8 @@ class LlamaEngine:
         the whole cache, masked; on a CPU over its filled part), so CUDA graphs can replay it; the
         same result as :meth:`forward`.
         ``backend="none"`` runs the static-shape step without compiling it."""
-        if self._compiled is None:
-            self._compiled = self._compile(self._static_step, backend)
-        self._prepare_static(cache, backend)
-        lengths = _to_device(torch.tensor(cache.lengths), self.device)
         ids = _to_device(ids, self.device).view(-1, 1)
-        if self._manual(backend):
-            step = self._capture(("step", id(cache)), cache, lambda i, n: self._compiled(i, n, cache.keys, cache.values, None),
-                                 ids, lengths, reach=1)
-            logits = step(ids, lengths)
-        else:
-            span = max(cache.lengths) + 1 if self.attend_filled else None
-            logits = self._compiled(ids, lengths, cache.keys, cache.values, span)
-        cache.lengths = [n + 1 for n in cache.lengths]
-        return logits.clone()
+        return self._run_static("_compiled", self._static_step, cache, [ids], [1] * cache.batch, backend)
 
     def compiled_chunk(self, cache: KVCache, ids: torch.Tensor, n_new: list[int], backend: str = "inductor") -> torch.Tensor:
         """Append ``n_new[b]`` ids of ``ids[b]`` (``[B, T]``, right-padded, ``T`` fixed by the caller) to
@@ -234,27 +222,35 @@ class LlamaEngine:
             raise ValueError(f"the KV cache holds {cache.max_len} positions; a chunk of {t} needs {max(cache.lengths) + t}")
         if min(n_new) < 1:
             raise ValueError(f"every sequence must feed at least one id (n_new={n_new})")
-        if self._compiled_chunk is None:
-            self._compiled_chunk = self._compile(self._static_chunk, backend)
-        self._prepare_static(cache, backend)
-        lengths = _to_device(torch.tensor(cache.lengths), self.device)
         last = _to_device(torch.tensor([n - 1 for n in n_new]), self.device)
-        ids = _to_device(ids, self.device)
+        return self._run_static("_compiled_chunk", self._static_chunk, cache, [_to_device(ids, self.device), last],
+                                n_new, backend)
+
+    def _run_static(self, name: str, fn, cache: KVCache, inputs: list[torch.Tensor], n_new: list[int],
+                    backend: str) -> torch.Tensor:
+        """Run static step ``fn`` (compiled once into ``self.<name>``) as ``fn(ids, lengths, *rest,
+        keys, values, span)`` on ``inputs = [ids, *rest]``; every sequence advances by ``n_new[b]``."""
+        compiled = getattr(self, name)
+        if compiled is None:
+            compiled = self._compile(fn, backend)
+            setattr(self, name, compiled)
+        self._prepare_static(cache, backend)
+        width = inputs[0].shape[1]
+        args = [inputs[0], _to_device(torch.tensor(cache.lengths), self.device), *inputs[1:]]
         if self._manual(backend):
-            chunk = self._capture(("chunk", id(cache), t), cache,
-                                  lambda i, n, l: self._compiled_chunk(i, n, l, cache.keys, cache.values, None),
-                                  ids, lengths, last, reach=t)
-            logits = chunk(ids, lengths, last)
+            graph = self._capture((name, id(cache), width), cache,
+                                  lambda *x: compiled(*x, cache.keys, cache.values, None), args, reach=width)
+            logits = graph(*args)
         else:
-            span = max(cache.lengths) + t if self.attend_filled else None
-            logits = self._compiled_chunk(ids, lengths, last, cache.keys, cache.values, span)
+            span = max(cache.lengths) + width if self.attend_filled else None
+            logits = compiled(*args, cache.keys, cache.values, span)
         cache.lengths = [n0 + n for n0, n in zip(cache.lengths, n_new)]
         return logits.clone()
 
     def _manual(self, backend: str) -> bool:
         return self.graphs == "manual" and self.device.type == "cuda" and backend == "inductor"
 
-    def _capture(self, key: tuple, cache: KVCache, fn, *example: torch.Tensor, reach: int) -> "_CapturedStep":
+    def _capture(self, key: tuple, cache: KVCache, fn, example: list[torch.Tensor], reach: int) -> "_CapturedStep":
         step = self._captured.get(key)
         if step is None or step.cache() is not cache:  # (an id can be reused once its cache is freed)
             # Warm-up runs write `reach` positions at the cache's end, which no sequence has reached:
