@@ -51,8 +51,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--episodes", type=int, default=r["episodes"], help="demonstrations (seen compositions)")
     p.add_argument("--action-noise", type=float, default=0.0, help="recovery data: std (m) of the noise on executed steps")
     p.add_argument("--action-noise-fraction", type=float, default=1.0, help="share of the steps that get the noise")
-    p.add_argument("--start", default="home", choices=START_REGIONS,
-                   help="where demonstrations start the gripper (anywhere: episode-level recovery data)")
+    p.add_argument("--start", default=r["start"], choices=START_REGIONS,
+                   help="where demonstrations start the gripper (anywhere: episode-level recovery data, evaluated "
+                        "from home; table: planar pushing, evaluated from the table too)")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
     p.add_argument("--vision-pretrain-steps", type=int, default=r["vision_pretrain_steps"],
@@ -106,6 +107,7 @@ def main() -> None:
         res = evaluate(EvalConfig(policy=policy, out=str(where), task=args.task, split=split, episodes=args.eval_episodes,
                                   seed=10_000 + (0 if split == "seen" else 50_000), max_steps=args.max_steps,
                                   image_size=args.image_size, num_objects=args.num_objects, mode=mode,
+                                  start="table" if args.start == "table" else "home",  # recovery starts train only
                                   workers=args.workers, gifs=2))
         cost[f"eval_{label}_{split}_s"] = time.perf_counter() - t0
         evals[f"{label}-{split}"] = where

@@ -29,6 +29,7 @@ from ecot.sim import EXPERT_STYLES
 DEMO_RECIPE: dict = {
     "task": "push",  # one task family: push one object to a side of the table
     "num_objects": 2,  # the task's object and one distractor
+    "start": "home",  # where the gripper starts (demonstrations and rollouts)
     "expert_style": "axis",  # fixed-speed steps per axis, no noise: few distinct action values
     "episodes": 200,  # demonstrations, each ending when its task is achieved (no retreat frames)
     "image_size": 112,
@@ -49,6 +50,8 @@ class DemoConfig:
     out: str = option("runs/demo", "run directory")
     task: str = option(DEMO_RECIPE["task"], "task family of demonstrations and rollouts ('all': round robin)")
     num_objects: int = option(DEMO_RECIPE["num_objects"], "objects per scene")
+    start: str = option(DEMO_RECIPE["start"], "where the gripper starts: home, or table (planar pushing at "
+                        "table height, push tasks to the left, right or back)", choices=("home", "table"))
     expert_style: str = option(DEMO_RECIPE["expert_style"], "the scripted expert's motion", choices=EXPERT_STYLES)
     episodes: int = option(DEMO_RECIPE["episodes"], "demonstrations to collect")
     image_size: int = option(DEMO_RECIPE["image_size"], "camera resolution")  # the tiny preset's input size
@@ -80,6 +83,8 @@ class DemoConfig:
         if self.task != "all" and self.task not in FAMILIES:
             raise UsageError(f"--task must be 'all' or one of {', '.join(FAMILIES)}, got {self.task!r}")
         check_num_objects(self.task, self.num_objects)
+        if self.start == "table" and self.task != "push":
+            raise UsageError(f"--start table (planar pushing) needs --task push, got --task {self.task}")
         if not self.lr > 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
 
@@ -130,7 +135,7 @@ def _run_demo(config: DemoConfig) -> dict:
     collected = collect(dataset, CollectConfig(task=config.task, split="seen", episodes=config.episodes, seed=config.seed,
                                                image_size=config.image_size, workers=config.workers,
                                                num_objects=config.num_objects, stop_at_success=True,
-                                               expert_style=config.expert_style))
+                                               expert_style=config.expert_style, start=config.start))
     print(f"{collected['episodes']} episodes in {collected['out']} ({collected['new_episodes']} new, "
           f"{collected['new_successes']} of them successful)", file=sys.stderr)
     timings["collect_s"] = time.perf_counter() - t0
@@ -207,7 +212,8 @@ def evaluate_policy(checkpoint: Path, eval_dir: Path, config: DemoConfig) -> tup
 
     eval_config = EvalConfig(policy=str(checkpoint), out=str(eval_dir), task=config.task, episodes=config.rollouts,
                              seed=config.seed, max_steps=config.rollout_steps, image_size=config.image_size,
-                             num_objects=config.num_objects, gifs=config.rollouts, device=_device(),
+                             num_objects=config.num_objects, start=config.start, gifs=config.rollouts,
+                             device=_device(),
                              workers=min(config.workers, max(config.rollouts, 1)))
     results = evaluate(eval_config, on_episode=show)
     rollouts = []

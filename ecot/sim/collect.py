@@ -53,8 +53,9 @@ class CollectConfig:
     # within 3 mm), so most frames become dithering; perturbing a fraction of the steps leaves
     # clean steps on which it converges, and the perturbed ones still carry corrective labels.
     action_noise_fraction: float = option(1.0, "fraction of steps whose executed translation gets --action-noise")
-    start: str = option("home", "where the gripper starts: home (as evaluation does) or anywhere above the "
-                        "workspace (episode-level recovery data)", choices=START_REGIONS)
+    start: str = option("home", "where the gripper starts: home (as evaluation does), anywhere above the "
+                        "workspace (episode-level recovery data), or table: at pushing height, for planar "
+                        "push tasks to the left, right or back", choices=START_REGIONS)
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).
@@ -77,6 +78,8 @@ class CollectConfig:
         if not 0 < self.action_noise_fraction <= 1:
             raise UsageError(f"action_noise_fraction must be in (0, 1], got {self.action_noise_fraction}")
         check_num_objects(self.task, self.num_objects)
+        if self.start == "table" and self.task != "push":
+            raise UsageError(f"--start table (planar pushing) needs --task push, got --task {self.task}")
         if self.max_steps < 2:
             raise UsageError(f"max_steps must be at least 2, got {self.max_steps}")
         if not self.dataset_name or "/" in self.dataset_name:

@@ -27,8 +27,8 @@ import mujoco  # noqa: E402  (the GL backend must be chosen first)
 
 from ecot.sim import scene as scene_mod  # noqa: E402
 from ecot.sim.camera import Camera  # noqa: E402
-from ecot.sim.scene import ANYWHERE_START, START_REGIONS  # noqa: E402
-from ecot.sim.tasks import FAMILIES, TaskSpec, check_success, sample_task  # noqa: E402
+from ecot.sim.scene import ANYWHERE_START, START_REGIONS, TABLE_START  # noqa: E402
+from ecot.sim.tasks import FAMILIES, TABLE_REGIONS, TaskSpec, check_success, sample_task  # noqa: E402
 
 # Reachable fingertip box (x, y, z) the commanded pose is clipped to.
 TCP_LIMITS = np.array([[-0.28, 0.28], [-0.33, 0.33], [0.008, 0.34]])
@@ -88,7 +88,7 @@ class TabletopEnv:
         if task is None:
             task = str(rng.choice(FAMILIES))
         if isinstance(task, str):
-            task = sample_task(rng, task, split, self.config.num_objects)
+            task = sample_task(rng, task, split, self.config.num_objects, self.config.start)
         if not isinstance(task, TaskSpec):
             raise TypeError(f"task must be a TaskSpec, a family name or None, got {type(task).__name__}")
         self.task = task
@@ -98,8 +98,14 @@ class TabletopEnv:
         self.data = mujoco.MjData(self.model)
         self.substeps = max(1, int(round(1.0 / (self.config.control_hz * self.model.opt.timestep))))
         self._ids()
+        if self.config.start == "table" and task.family != "push":
+            raise ValueError(f"start region 'table' (planar pushing) is for push tasks only, got a {task.family} task")
+        if self.config.start == "table" and task.relation not in TABLE_REGIONS:
+            raise ValueError(f"start region 'table' pushes to one of {', '.join(TABLE_REGIONS)}, got {task.relation!r}")
         if self.config.start == "anywhere":
             start = rng.uniform(ANYWHERE_START[:, 0], ANYWHERE_START[:, 1])
+        elif self.config.start == "table":
+            start = rng.uniform(TABLE_START[:, 0], TABLE_START[:, 1])
         else:  # home with a small random offset (part of the demonstrations' variation)
             start = HOME_TCP + rng.uniform([-0.03, -0.05, -0.02], [0.03, 0.05, 0.03])
         self._set_gripper_qpos(start, 0.0)

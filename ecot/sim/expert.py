@@ -17,10 +17,14 @@ from typing import Callable
 import numpy as np
 
 from ecot.sim import EXPERT_STYLES
+from ecot.sim.scene import PUSH_HEIGHT
 from ecot.sim.tasks import DIRECTIONS, PUSH_GOAL, relation_goal
 
 
 AXIS_DEADBAND = 0.003  # "axis" style: an axis within this of its waypoint does not move (no 1-mm corrections)
+# ... nor the yaw within this (rad): contact nudges the yaw by ~0.001 rad, and correcting that would
+# spread the dataset's tiny yaw range (its q01..q99 normalization) over every action bin.
+AXIS_YAW_DEADBAND = 0.02
 
 
 @dataclass
@@ -206,8 +210,11 @@ class ScriptedExpert:
         d = np.array(DIRECTIONS[task.relation])
         ax = 1 if task.relation in ("left", "right") else 0
         sign = d[ax]
-        yaw0 = math.pi / 2 if ax == 0 else 0.0  # fingers one behind the other: one solid face pushes
-        push_z = 0.018
+        planar = self.env.config.start == "table"
+        # Fingers one behind the other: one solid face pushes. A planar push keeps the start's yaw:
+        # closed fingers side by side are as good a face, and the policy has one motion fewer to learn.
+        yaw0 = math.pi / 2 if ax == 0 and not planar else 0.0
+        push_z = PUSH_HEIGHT
 
         def behind(z):
             def f():
@@ -252,6 +259,8 @@ class ScriptedExpert:
         def retreat():
             return np.array([back["xy"][0], back["xy"][1], 0.1]), yaw0
 
+        if planar:
+            return self._planar_push_phases(behind(push_z), push, push_done, back_off, yaw0)
         phases = []
         for attempt in range(3):  # line up again when the object slipped off the finger
             skip = None if attempt == 0 else pushed_far_enough
@@ -263,6 +272,23 @@ class ScriptedExpert:
         return phases + [
             _Phase("back_off", back_off, 0.0, max_steps=3),
             _Phase("retreat", retreat, 0.0, max_steps=6),
+        ]
+
+    def _planar_push_phases(self, behind, push, push_done, back_off, yaw0) -> list[_Phase]:
+        """From a "table" start: slide sideways along the start line until in line with the push's
+        near side, then forward to it, then push; the height never changes (``tasks.table_route``)."""
+        line = {}
+
+        def sideways():
+            line.setdefault("x", float(self.env.tcp_position()[0]))
+            goal, _ = behind()
+            return np.array([line["x"], goal[1], goal[2]]), yaw0
+
+        return [
+            _Phase("line_up", sideways, 0.0),
+            _Phase("approach", lambda: (behind()[0], yaw0), 0.0, max_steps=15),
+            _Phase("push", push, 0.0, max_steps=25, done=push_done, speed=0.03),
+            _Phase("back_off", back_off, 0.0, max_steps=3),
         ]
 
     # ------------------------------------------------------------------ acting
@@ -303,7 +329,7 @@ class ScriptedExpert:
             if c.style == "axis":
                 speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
                 step = np.where(np.abs(err) < AXIS_DEADBAND, 0.0, np.clip(err, -speed, speed))
-                dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
+                dyaw = 0.0 if abs(yaw_err) < AXIS_YAW_DEADBAND else float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
                 return np.array([step[0], step[1], step[2], 0.0, 0.0, dyaw, ph.gripper], dtype=np.float32)
             if self.rng.random() < c.pause_prob and self.phase_steps > 1:
                 return np.array([0, 0, 0, 0, 0, 0, ph.gripper], dtype=np.float32)

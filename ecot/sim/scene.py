@@ -38,11 +38,17 @@ KINDS: dict[str, dict] = {
 
 TABLE_HALF = (0.32, 0.38)  # half extents of the visible table top (x, y)
 WORKSPACE = ((-0.17, 0.17), (-0.24, 0.24))  # where object centres are placed (x range, y range)
-# Where an episode's gripper starts: "home" (near the env's HOME_TCP, what evaluation uses) or
+# Where an episode's gripper starts: "home" (near the env's HOME_TCP, what evaluation uses),
 # "anywhere" above the workspace, high enough to clear every object, so demonstrations also show
-# the gripper where a drifting policy ends up (episode-level recovery data). Fingertip x, y, z ranges:
-START_REGIONS = ("home", "anywhere")
+# the gripper where a drifting policy ends up (episode-level recovery data), or "table": planar
+# pushing. The gripper then starts at pushing height on the camera's side of the workspace, and push
+# tasks go to the left, right or back only, so it reaches the object without lifting or passing it.
+# Its height never changes, which one oblique camera cannot show (docs/quality.md, round six).
+# Fingertip x, y, z ranges:
+START_REGIONS = ("home", "anywhere", "table")
 ANYWHERE_START = np.array([[-0.20, 0.15], [-0.25, 0.25], [0.10, 0.22]])
+PUSH_HEIGHT = 0.018  # fingertip height while pushing: the fingers' bottom 1 cm above the table
+TABLE_START = np.array([[-0.225, -0.195], [-0.05, 0.05], [PUSH_HEIGHT, PUSH_HEIGHT]])
 
 # Gripper geometry.
 FINGER_OPEN = 0.045  # inner face of each finger at |y| = FINGER_OPEN when open

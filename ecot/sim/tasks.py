@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ecot.sim.scene import COLORS, KINDS, WORKSPACE, ObjectSpec, body_height_offset
+from ecot.sim.scene import COLORS, KINDS, TABLE_START, WORKSPACE, ObjectSpec, body_height_offset
 
 FAMILIES = ("pick_place", "move_relation", "stack", "push")
 SPLITS = ("seen", "heldout")
@@ -47,6 +47,9 @@ PUSHABLE = ("block", "cylinder", "bar")
 
 RELATIONS = ("left", "right", "front", "behind")
 REGIONS = ("left", "right", "front", "back")
+# Push sides a gripper starting at table height on the camera's side (start region "table") reaches
+# without passing the object: it slides sideways, then forward to the object's near side.
+TABLE_REGIONS = ("left", "right", "back")
 # Unit direction in the table plane for each relation / region word.
 DIRECTIONS = {
     "left": (0.0, 1.0), "right": (0.0, -1.0), "front": (-1.0, 0.0), "behind": (1.0, 0.0), "back": (1.0, 0.0),
@@ -148,7 +151,7 @@ def relation_goal(task: TaskSpec, ref_xy, main_radius: float, ref_radius: float)
     return ref_xy[0] + dx * offset, ref_xy[1] + dy * offset
 
 
-def _try_sample(rng: np.random.Generator, family: str, num_objects: int) -> tuple | None:
+def _try_sample(rng: np.random.Generator, family: str, num_objects: int, start: str = "home") -> tuple | None:
     colors = list(COLORS)
     used: set[tuple[str, str]] = set()
 
@@ -179,7 +182,7 @@ def _try_sample(rng: np.random.Generator, family: str, num_objects: int) -> tupl
         specs = [(ref_c, ref_k), (main_c, main_k)]
         main, target = 1, 0
     elif family == "push":
-        relation = str(rng.choice(REGIONS))
+        relation = str(rng.choice(TABLE_REGIONS if start == "table" else REGIONS))
         main_c, main_k = pick(PUSHABLE)
         specs = [(main_c, main_k)]
         main = 0
@@ -222,7 +225,7 @@ def _try_sample(rng: np.random.Generator, family: str, num_objects: int) -> tupl
             cand = _sample_xy(rng, r, objects)
             if cand is None:
                 break
-            if _clear_of_task_paths(family, objects, main, target, relation, cand, r):
+            if _clear_of_task_paths(family, objects, main, target, relation, cand, r, start):
                 xy = cand
                 break
         if xy is None:
@@ -231,16 +234,30 @@ def _try_sample(rng: np.random.Generator, family: str, num_objects: int) -> tupl
     return objects, main, target, relation
 
 
-def _clear_of_task_paths(family, objects, main, target, relation, xy, r) -> bool:
-    """Distractors stay out of the expert's way: the push corridor and the place spot."""
+def table_route(obj_xy, radius: float, relation: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Segments of the planar path from a "table" start to the near side of a push: sideways along
+    the start line, then forward (``ScriptedExpert`` drives it; distractors are kept off it)."""
+    behind = np.asarray(obj_xy, float) - np.asarray(DIRECTIONS[relation]) * (radius + 0.03)
+    x0 = float(TABLE_START[0].mean())
+    y_lo, y_hi = min(TABLE_START[1][0], behind[1]), max(TABLE_START[1][1], behind[1])
+    return [(np.array([x0, y_lo]), np.array([x0, y_hi])), (np.array([x0, behind[1]]), behind)]
+
+
+def _clear_of_task_paths(family, objects, main, target, relation, xy, r, start: str = "home") -> bool:
+    """Distractors stay out of the expert's way: the push corridor (and, from a "table" start, the
+    route to it) and the place spot."""
     mo = objects[main]
     if family == "push":
         ax = 1 if relation in ("left", "right") else 0
         d = np.asarray(DIRECTIONS[relation])
-        start = np.array([mo.x, mo.y]) - d * (mo.radius + 0.06)
+        begin = np.array([mo.x, mo.y]) - d * (mo.radius + 0.06)
         end = np.array([mo.x, mo.y])
         end[ax] = d[ax] * (PUSH_GOAL + 0.03)
-        return _dist_point_segment(xy, start, end) >= r + mo.radius + 0.04
+        if _dist_point_segment(xy, begin, end) < r + mo.radius + 0.04:
+            return False
+        if start == "table":  # the gripper (about 2 cm wide) slides along the route at table height
+            return all(_dist_point_segment(xy, a, b) >= r + 0.04 for a, b in table_route((mo.x, mo.y), mo.radius, relation))
+        return True
     if family == "move_relation":
         ref = objects[target]
         gx, gy = relation_goal(TaskSpec(family, objects, main, target, relation, "", ""), (ref.x, ref.y), mo.radius, ref.radius)
@@ -278,16 +295,25 @@ def check_num_objects(family: str, num_objects: int) -> None:
         raise UsageError(f"num_objects must be at least {low} for task {family!r} ({why}), got {num_objects}")
 
 
-def sample_task(rng: np.random.Generator, family: str, split: str = "seen", num_objects: int = 4) -> TaskSpec:
-    """A random task of ``family`` in ``split`` (layout + instruction), drawn from ``rng``."""
+def check_start(family: str, start: str) -> None:
+    """A "table" start (planar pushing) has push tasks only: other families lift the object."""
+    if start == "table" and family != "push":
+        raise ValueError(f"start region 'table' (planar pushing) is for task 'push' only, got task {family!r}")
+
+
+def sample_task(rng: np.random.Generator, family: str, split: str = "seen", num_objects: int = 4,
+                start: str = "home") -> TaskSpec:
+    """A random task of ``family`` in ``split`` (layout + instruction), drawn from ``rng``; ``start`` is
+    the gripper's start region (a "table" start allows push tasks to the left, right or back only)."""
     if family not in FAMILIES:
         raise ValueError(f"unknown task family {family!r}; expected one of {', '.join(FAMILIES)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if num_objects < min_objects(family):
         raise ValueError(f"num_objects must be at least {min_objects(family)} for {family}, got {num_objects}")
+    check_start(family, start)
     for _ in range(5000):
-        sampled = _try_sample(rng, family, num_objects)
+        sampled = _try_sample(rng, family, num_objects, start)
         if sampled is None:
             continue
         objects, main, target, relation = sampled

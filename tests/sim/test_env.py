@@ -334,3 +334,48 @@ def test_anywhere_start_spreads_the_gripper_over_the_workspace_and_the_expert_st
     collect(tmp_path / "d", task="push", episodes=1, num_objects=1, image_size=32, start="anywhere", progress=False)
     with pytest.raises(UsageError, match="different settings"):
         collect(tmp_path / "d", task="push", episodes=2, num_objects=1, image_size=32, progress=False)
+
+
+def test_table_start_pushes_without_lifting_to_reachable_sides_and_keeps_distractors_off_the_route():
+    """`--start table` (planar pushing): the gripper starts at pushing height on the camera's side,
+    push sides are left, right or back only, the expert never changes the height and succeeds, the
+    distractors stay off its route, and other families or unreachable sides are refused."""
+    from ecot.errors import UsageError
+    from ecot.eval.sim import EvalConfig
+    from ecot.sim.collect import CollectConfig, record_episode
+    from ecot.sim.scene import PUSH_HEIGHT, TABLE_START
+    from ecot.sim.tasks import TABLE_REGIONS, _dist_point_segment, sample_task, table_route
+
+    with TabletopEnv(SimConfig(image_size=48, num_objects=2, start="table")) as e:
+        starts, relations = [], set()
+        for s in range(8):
+            obs, _ = e.reset(seed=s, task="push")
+            starts.append(obs["state"][:3])
+            relations.add(e.task.relation)
+        starts = np.array(starts)
+        assert np.all((starts >= TABLE_START[:, 0] - 0.01) & (starts <= TABLE_START[:, 1] + 0.01))
+        assert np.allclose(starts[:, 2], PUSH_HEIGHT, atol=0.006)
+        episodes = [record_episode(e, s, "push", "seen", stop_at_success=True, expert_style="axis") for s in range(6)]
+    assert all(ep.metadata["success"] for ep in episodes)
+    for ep in episodes:  # planar: no height change and no yaw in any demonstrated action
+        actions = np.asarray(ep.actions)
+        assert np.all(actions[:, 2] == 0) and np.all(actions[:, 5] == 0), actions[:, [2, 5]]
+
+    rng = np.random.default_rng(0)
+    tasks = [sample_task(rng, "push", "seen", num_objects=4, start="table") for _ in range(40)]
+    assert {t.relation for t in tasks} | relations <= set(TABLE_REGIONS) and len({t.relation for t in tasks}) == 3
+    for t in tasks:
+        mo = t.objects[t.main]
+        for o in t.objects[1:] if t.main == 0 else t.objects[:t.main]:
+            assert all(_dist_point_segment((o.x, o.y), a, b) >= o.radius + 0.04 - 1e-9
+                       for a, b in table_route((mo.x, mo.y), mo.radius, t.relation))
+
+    with pytest.raises(ValueError, match="push"):
+        sample_task(np.random.default_rng(0), "stack", start="table")
+    front = next(t for t in (sample_task(np.random.default_rng(s), "push") for s in range(50)) if t.relation == "front")
+    with TabletopEnv(SimConfig(render=False, start="table")) as e, pytest.raises(ValueError, match="left, right, back"):
+        e.reset(seed=0, task=front)
+    for make in (lambda: CollectConfig(task="all", episodes=1, start="table"),
+                 lambda: EvalConfig(policy="expert", out="x", task="stack", start="table")):
+        with pytest.raises(UsageError, match="needs --task push"):
+            make()
