@@ -54,7 +54,7 @@ def peak_rss_mib() -> float:
 
 
 def closed_loop(policy, label: str, task: str, split: str, episodes: int, seed: int, max_steps: int,
-                num_objects: int, image_size: int, start: str = "home") -> dict:
+                num_objects: int, image_size: int, start: str = "home", camera: str = "main") -> dict:
     """Run an ``ecot eval`` policy in the built-in sim on ``ecot eval``'s seeded episodes (in this
     process) and summarize: success with a 95 % Wilson interval, the mean faithfulness measures
     of policies that write reasoning, and each episode's outcome."""
@@ -66,7 +66,8 @@ def closed_loop(policy, label: str, task: str, split: str, episodes: int, seed: 
 
     records = []
     t0 = time.perf_counter()
-    with TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects, start=start)) as env:
+    with TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects, start=start,
+                               camera=camera)) as env:
         for i in range(episodes):
             record, _ = run_episode(env, policy, i, episode_seed(seed, i), task, split, max_steps)
             records.append(record)

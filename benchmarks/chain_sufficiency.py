@@ -234,7 +234,7 @@ def demo_data(root: Path, seed: int) -> Path:
     out = root / "dataset"
     config = CollectConfig(task=DEMO_RECIPE["task"], episodes=DEMO_RECIPE["episodes"],
                            image_size=DEMO_RECIPE["image_size"], num_objects=DEMO_RECIPE["num_objects"],
-                           expert_style=DEMO_RECIPE["expert_style"], start=DEMO_RECIPE["start"],
+                           expert_style=DEMO_RECIPE["expert_style"], start=DEMO_RECIPE["start"], camera=DEMO_RECIPE["camera"],
                            stop_at_success=True, seed=seed)
     collect(out, config, progress=True)  # resumes (or returns at once) when already collected
     return out
@@ -264,9 +264,10 @@ def main() -> None:
     data = Path(args.data) if args.data else demo_data(Path("runs/chain_sufficiency"), seed=0)
     first = read_episodes(data)[0]
     image_size, num_objects = int(first.images.shape[2]), len(first.ground_truth.object_names)
-    start = collection_settings(open_dataset(data)).get("start", "home")  # rollouts start where demonstrations did
+    settings = collection_settings(open_dataset(data))  # rollouts start and look as the demonstrations did
+    start, camera = settings.get("start", "home"), settings.get("camera", "main")
     loop = dict(task="push", split="seen", episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
-                num_objects=num_objects, image_size=image_size, start=start)
+                num_objects=num_objects, image_size=image_size, start=start, camera=camera)
 
     class ZeroMotion(EvalPolicy):
         def act(self, obs: dict, instruction: str) -> StepOutput:
@@ -282,7 +283,7 @@ def main() -> None:
         "what": "behaviour-cloning probes (MLP, or a small CNN for 'image') trained on the same demonstrations "
                 "with the same steps, fed the simulator's true values, in closed loop on the same episodes",
         "data": str(data), "episodes": args.episodes, "seed": args.seed, "max_steps": args.max_steps,
-        "num_objects": num_objects, "image_size": image_size, "start": start, "batch_size": args.batch_size,
+        "num_objects": num_objects, "image_size": image_size, "start": start, "camera": camera, "batch_size": args.batch_size,
         "value": value, "baseline": baselines,
     })
 

@@ -12,7 +12,8 @@ measures of ``ecot eval`` (box IoU confirms the edit was applied; MOVE agreement
 steps whose MOVE matches the primitive of the executed motion).
 
 Usage: python benchmarks/oracle_boxes.py --checkpoint DIR [--episodes 10] [--seed 0] [--split seen]
-       [--variants boxes,none] [--task push] [--num-objects 2] [--max-steps 30] [--out-name oracle_boxes]
+       [--variants boxes,none] [--task push] [--num-objects 2] [--max-steps 30] [--start home|anywhere|table]
+       [--camera main|top] [--out-name oracle_boxes]
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def true_boxes_policy(checkpoint: str, variant: str):
 
 
 def run(checkpoint: str, variant: str, task: str, split: str, episodes: int, seed: int, max_steps: int,
-        num_objects: int, image_size: int) -> dict:
+        num_objects: int, image_size: int, start: str = "home", camera: str = "main") -> dict:
     return closed_loop(true_boxes_policy(checkpoint, variant), variant, task=task, split=split, episodes=episodes,
-                       seed=seed, max_steps=max_steps, num_objects=num_objects, image_size=image_size)
+                       seed=seed, max_steps=max_steps, num_objects=num_objects, image_size=image_size, start=start,
+                       camera=camera)
 
 
 def main() -> None:
@@ -83,6 +85,9 @@ def main() -> None:
     parser.add_argument("--num-objects", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--start", default="home", choices=("home", "anywhere", "table"),
+                        help="where the gripper starts (the checkpoint's training setting; the demo's: table)")
+    parser.add_argument("--camera", default="main", choices=("main", "top"))
     parser.add_argument("--out-name", default="oracle_boxes", help="result file name (without .json)")
     args = parser.parse_args()
     variants = comma_choices(parser, "--variants", args.variants, VARIANTS)
@@ -92,12 +97,13 @@ def main() -> None:
 
     torch.set_num_threads(1)
     value = {v: run(args.checkpoint, v, args.task, args.split, args.episodes, args.seed, args.max_steps,
-                    args.num_objects, args.image_size) for v in variants}
+                    args.num_objects, args.image_size, args.start, args.camera) for v in variants}
     write_result(args.out_name, {
         "what": "closed loop with the true VISIBLE OBJECTS written into the policy's chain at every step (boxes) "
                 "vs the policy's own (none); same episodes",
         "checkpoint": args.checkpoint, "task": args.task, "split": args.split, "episodes": args.episodes,
         "seed": args.seed, "max_steps": args.max_steps, "num_objects": args.num_objects,
+        "start": args.start, "camera": args.camera,
         "value": value,
         **({"baseline": {"none": value["none"]["success_rate"]}} if "none" in value else {}),
     })

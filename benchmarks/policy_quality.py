@@ -54,6 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--start", default=r["start"], choices=START_REGIONS,
                    help="where demonstrations start the gripper (anywhere: episode-level recovery data, evaluated "
                         "from home; table: planar pushing, evaluated from the table too)")
+    p.add_argument("--camera", default=r["camera"], choices=("main", "top"), help="the camera of demonstrations and evaluations")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
     p.add_argument("--vision-pretrain-steps", type=int, default=r["vision_pretrain_steps"],
@@ -92,7 +93,8 @@ def main() -> None:
     collect(dataset, CollectConfig(task=args.task, split="seen", episodes=args.episodes, seed=args.seed,
                                    image_size=args.image_size, workers=args.workers, num_objects=args.num_objects,
                                    stop_at_success=True, expert_style=args.expert_style, action_noise=args.action_noise,
-                                   action_noise_fraction=args.action_noise_fraction, start=args.start))
+                                   action_noise_fraction=args.action_noise_fraction, start=args.start,
+                                   camera=args.camera))
     cost["collect_s"] = time.perf_counter() - t
     t = time.perf_counter()
     run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=args.workers))
@@ -108,6 +110,7 @@ def main() -> None:
                                   seed=10_000 + (0 if split == "seen" else 50_000), max_steps=args.max_steps,
                                   image_size=args.image_size, num_objects=args.num_objects, mode=mode,
                                   start="table" if args.start == "table" else "home",  # recovery starts train only
+                                  camera=args.camera,
                                   workers=args.workers, gifs=2))
         cost[f"eval_{label}_{split}_s"] = time.perf_counter() - t0
         evals[f"{label}-{split}"] = where
@@ -145,7 +148,8 @@ def main() -> None:
                      f"demonstrations at {args.image_size} px"
                      + (f" (executed steps perturbed: {args.action_noise} m std on {args.action_noise_fraction:.0%} of them)"
                         if args.action_noise else "")
-                     + (f" starting {args.start}" if args.start != "home" else "") + ", "
+                     + (f" starting {args.start}" if args.start != "home" else "")
+                     + (f", {args.camera} camera" if args.camera != "main" else "") + ", "
                      f"{args.model}, " + (f"{args.vision_pretrain_steps} vision pre-training steps, "
                                           if args.vision_pretrain_steps else "")
                      + f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; "

@@ -19,7 +19,8 @@ def test_demo_recipe_beats_the_majority_token_and_zero_motion_on_held_out_steps(
     r = DEMO_RECIPE
     dataset, annotations = tmp_path / "dataset", tmp_path / "annotations"
     collect(dataset, CollectConfig(task=r["task"], episodes=40, image_size=r["image_size"], workers=2,
-                                   num_objects=r["num_objects"], stop_at_success=True, expert_style=r["expert_style"]),
+                                   num_objects=r["num_objects"], stop_at_success=True, expert_style=r["expert_style"],
+                                   start=r["start"], camera=r["camera"]),
             progress=False)
     run_annotation(RunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=1))
     m = train_policy(dataset, annotations, tmp_path / "run", recipe="ecot", model=r["model"], steps=150,

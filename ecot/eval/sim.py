@@ -28,7 +28,7 @@ from ecot.eval.results import RESULTS_NAME, EpisodeLog, aggregate, check_config,
 from ecot.options import option
 from ecot.policy.modes import ACTION_DECODINGS
 from ecot.reasoning import Reasoning
-from ecot.sim.scene import START_REGIONS
+from ecot.sim.scene import CAMERAS, START_REGIONS
 from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects
 
 GIF_DIR = "gifs"
@@ -56,6 +56,7 @@ class EvalConfig:
     num_objects: int = option(4, "objects per scene (the task's own plus distractors)")
     start: str = option("home", "where the gripper starts: home, anywhere above the workspace, or table "
                         "(planar pushing; --task push); use the policy's training setting", choices=START_REGIONS)
+    camera: str = option("main", "the camera (main or top); use the policy's training camera", choices=CAMERAS)
     gifs: int = option(3, "GIFs of this many successes and failures")
     device: str | None = option(None, "torch device of a local checkpoint (default: cuda if available)")
     unnorm_key: str | None = option(None, "normalization statistics key of the checkpoint")
@@ -77,6 +78,8 @@ class EvalConfig:
         check_num_objects(self.task, self.num_objects)
         if self.start not in START_REGIONS:
             raise UsageError(f"unknown start region {self.start!r}; expected one of {', '.join(START_REGIONS)}")
+        if self.camera not in CAMERAS:
+            raise UsageError(f"unknown camera {self.camera!r}; expected one of {', '.join(CAMERAS)}")
         if self.start == "table" and self.task != "push":
             raise UsageError(f"--start table (planar pushing) needs --task push, got --task {self.task}")
         for name in ("episodes", "max_steps", "workers", "reuse_steps"):
@@ -198,7 +201,8 @@ def _worker_init(config: EvalConfig, threads: int | None = None, parent_pid: int
 
     _WORKER["config"] = config
     _WORKER["env"] = TabletopEnv(SimConfig(image_size=config.image_size, max_steps=config.max_steps,
-                                           num_objects=config.num_objects, start=config.start))
+                                           num_objects=config.num_objects, start=config.start,
+                                           camera=config.camera))
     _WORKER["policy"] = make_policy(config.policy, mode=config.mode, reuse_steps=config.reuse_steps,
                                     action_decoding=config.action_decoding,
                                     device=config.device, unnorm_key=config.unnorm_key, api_key=config.api_key)

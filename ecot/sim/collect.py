@@ -20,7 +20,7 @@ from ecot.errors import UsageError
 from ecot.options import option
 from ecot.runlock import die_with_parent, locked_dir, unique_temp
 from ecot.sim import EXPERT_STYLES
-from ecot.sim.scene import START_REGIONS
+from ecot.sim.scene import CAMERAS, START_REGIONS
 from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects
 
 COLLECT_META = "meta/ecot_collect.json"
@@ -56,6 +56,7 @@ class CollectConfig:
     start: str = option("home", "where the gripper starts: home (as evaluation does), anywhere above the "
                         "workspace (episode-level recovery data), or table: at pushing height, for planar "
                         "push tasks to the left, right or back", choices=START_REGIONS)
+    camera: str = option("main", "the camera: main (over the robot's shoulder) or top (straight down)", choices=CAMERAS)
 
     def __post_init__(self) -> None:
         # Usage errors, raised before anything is written (bad settings never reach the metadata).
@@ -78,6 +79,8 @@ class CollectConfig:
         if not 0 < self.action_noise_fraction <= 1:
             raise UsageError(f"action_noise_fraction must be in (0, 1], got {self.action_noise_fraction}")
         check_num_objects(self.task, self.num_objects)
+        if self.camera not in CAMERAS:
+            raise UsageError(f"unknown camera {self.camera!r}; expected one of {', '.join(CAMERAS)}")
         if self.start == "table" and self.task != "push":
             raise UsageError(f"--start table (planar pushing) needs --task push, got --task {self.task}")
         if self.max_steps < 2:
@@ -175,7 +178,7 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, start: str = "home",
+def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, start: str = "home", camera: str = "main",
                  parent_pid: int | None = None) -> None:
     from ecot.sim.env import SimConfig, TabletopEnv
 
@@ -183,7 +186,7 @@ def _worker_init(image_size: int, max_steps: int, num_objects: int = 4, start: s
         die_with_parent(parent_pid)
 
     _WORKER["env"] = TabletopEnv(SimConfig(image_size=image_size, max_steps=max_steps, num_objects=num_objects,
-                                           start=start))
+                                           start=start, camera=camera))
 
 
 def _collect_one(args: tuple) -> Any:
@@ -232,22 +235,24 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
         previous.setdefault("action_noise", 0.0)
         previous.setdefault("action_noise_fraction", 1.0)
         previous.setdefault("start", "home")
+        previous.setdefault("camera", "main")
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "
                              "use another output directory or the same settings to resume")
     writer = LeRobotWriter(out, fps=5, dataset_name=config.dataset_name, video=config.video)
-    meta_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unique_temp(meta_path)
-    tmp.write_text(json.dumps(config.identity(), indent=2))
-    os.replace(tmp, meta_path)
+    if not meta_path.exists():  # a resumed collection keeps its record (settings added since then are defaults)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = unique_temp(meta_path)
+        tmp.write_text(json.dumps(config.identity(), indent=2))
+        os.replace(tmp, meta_path)
     start = len(writer)
     jobs = [(k, config.families[k % len(config.families)], config) for k in range(start, config.episodes)]
     successes = 0
     bar = tqdm(total=config.episodes, initial=min(start, config.episodes), desc="collect", unit="ep", disable=not progress)
     try:
         if config.workers == 1 or len(jobs) <= 1:
-            _worker_init(config.image_size, config.max_steps, config.num_objects, config.start)
+            _worker_init(config.image_size, config.max_steps, config.num_objects, config.start, config.camera)
             results = map(_collect_one, jobs)
             pool = None
         else:
@@ -258,7 +263,7 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
             ensure_gl_backend()  # probe once here; the workers inherit MUJOCO_GL
             pool = mp.get_context("spawn").Pool(config.workers, initializer=_worker_init,
                                                 initargs=(config.image_size, config.max_steps, config.num_objects,
-                                                          config.start, os.getpid()))
+                                                          config.start, config.camera, os.getpid()))
             results = pool.imap(_collect_one, jobs)  # ordered: episodes are written in index order
         try:
             for episode, pngs in results:

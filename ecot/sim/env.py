@@ -27,7 +27,7 @@ import mujoco  # noqa: E402  (the GL backend must be chosen first)
 
 from ecot.sim import scene as scene_mod  # noqa: E402
 from ecot.sim.camera import Camera  # noqa: E402
-from ecot.sim.scene import ANYWHERE_START, START_REGIONS, TABLE_START  # noqa: E402
+from ecot.sim.scene import ANYWHERE_START, CAMERAS, START_REGIONS, TABLE_START  # noqa: E402
 from ecot.sim.tasks import FAMILIES, TABLE_REGIONS, TaskSpec, check_success, sample_task  # noqa: E402
 
 # Reachable fingertip box (x, y, z) the commanded pose is clipped to.
@@ -47,6 +47,7 @@ class SimConfig:
     max_delta_yaw: float = 0.5  # |dyaw| clip per control step (rad)
     render: bool = True  # render the camera image at every control step
     start: str = "home"  # gripper start region, one of START_REGIONS
+    camera: str = "main"  # the camera observations and ground truth come from, one of CAMERAS
 
     def __post_init__(self) -> None:
         if int(self.image_size) < 16:
@@ -56,6 +57,8 @@ class SimConfig:
         self.image_size = int(self.image_size)
         if self.start not in START_REGIONS:
             raise ValueError(f"unknown start region {self.start!r}; expected one of {', '.join(START_REGIONS)}")
+        if self.camera not in CAMERAS:
+            raise ValueError(f"unknown camera {self.camera!r}; expected one of {', '.join(CAMERAS)}")
 
 
 def _yaw_of_quat(q) -> float:
@@ -121,7 +124,7 @@ class TabletopEnv:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-        self.camera = Camera.from_model(self.model, self.data, "main", size, size)
+        self.camera = Camera.from_model(self.model, self.data, self.config.camera, size, size)
         obs = self._observation()
         return obs, self._info()
 
@@ -209,7 +212,7 @@ class TabletopEnv:
     def render(self) -> np.ndarray:
         """The camera image ``[H, W, 3]`` uint8 of the current state."""
         r = self._get_renderer()
-        r.update_scene(self.data, camera="main")
+        r.update_scene(self.data, camera=self.config.camera)
         return r.render().copy()
 
     def render_segmentation(self, hide_gripper: bool = False) -> np.ndarray:
@@ -220,7 +223,7 @@ class TabletopEnv:
             option.geomgroup[1] = 0  # the gripper's geoms are in group 1
         r.enable_segmentation_rendering()
         try:
-            r.update_scene(self.data, camera="main", scene_option=option)
+            r.update_scene(self.data, camera=self.config.camera, scene_option=option)
             seg = r.render()
         finally:
             r.disable_segmentation_rendering()

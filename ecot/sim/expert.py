@@ -22,9 +22,10 @@ from ecot.sim.tasks import DIRECTIONS, PUSH_GOAL, relation_goal
 
 
 AXIS_DEADBAND = 0.003  # "axis" style: an axis within this of its waypoint does not move (no 1-mm corrections)
-# ... nor the yaw within this (rad): contact nudges the yaw by ~0.001 rad, and correcting that would
-# spread the dataset's tiny yaw range (its q01..q99 normalization) over every action bin.
-AXIS_YAW_DEADBAND = 0.02
+# Planar pushing ("table" start) holds the yaw: errors under this (rad) are left alone. Contact nudges
+# the yaw by ~0.001 rad, and with no other yaw motion in the data, correcting that would spread the
+# dataset's tiny yaw range (its q01..q99 normalization) over every action bin.
+PLANAR_YAW_DEADBAND = 0.02
 
 
 @dataclass
@@ -329,7 +330,9 @@ class ScriptedExpert:
             if c.style == "axis":
                 speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
                 step = np.where(np.abs(err) < AXIS_DEADBAND, 0.0, np.clip(err, -speed, speed))
-                dyaw = 0.0 if abs(yaw_err) < AXIS_YAW_DEADBAND else float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
+                dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
+                if self.env.config.start == "table" and abs(yaw_err) < PLANAR_YAW_DEADBAND:
+                    dyaw = 0.0
                 return np.array([step[0], step[1], step[2], 0.0, 0.0, dyaw, ph.gripper], dtype=np.float32)
             if self.rng.random() < c.pause_prob and self.phase_steps > 1:
                 return np.array([0, 0, 0, 0, 0, 0, ph.gripper], dtype=np.float32)

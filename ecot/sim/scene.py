@@ -171,6 +171,13 @@ def _look_at_xyaxes(pos, target) -> tuple[np.ndarray, np.ndarray]:
 CAMERA_POS = (-0.40, 0.0, 0.45)
 CAMERA_TARGET = (0.05, 0.0, 0.0)
 CAMERA_FOVY = 55.0
+# The scene's cameras: "main" looks over the robot's shoulder (what datasets use by default);
+# "top" looks straight down from 1 m with a narrow field (nearly orthographic), robot's forward up
+# in the image: a table position maps to one pixel whatever the depth, and objects look the same
+# size everywhere. It frames the table from the "table" start line to the push goals.
+CAMERAS = ("main", "top")
+TOP_CAMERA_POS = (-0.025, 0.0, 1.0)
+TOP_CAMERA_FOVY = 30.0
 
 
 def build_scene_xml(objects: list[ObjectSpec], image_size: tuple[int, int]) -> tuple[str, list[np.ndarray]]:
@@ -221,6 +228,7 @@ def build_scene_xml(objects: list[ObjectSpec], image_size: tuple[int, int]) -> t
     <geom name="table" type="box" size="{TABLE_HALF[0]} {TABLE_HALF[1]} 0.02" pos="0 0 -0.02" material="table_mat"/>
     <geom name="table_leg" type="box" size="0.05 0.05 0.36" pos="0 0 -0.39" rgba="0.4 0.33 0.25 1" contype="0" conaffinity="0"/>
     <camera name="main" pos="{_f(CAMERA_POS)}" xyaxes="{_f(xa)} {_f(ya)}" fovy="{CAMERA_FOVY}"/>
+    <camera name="top" pos="{_f(TOP_CAMERA_POS)}" xyaxes="0 -1 0 1 0 0" fovy="{TOP_CAMERA_FOVY}"/>
     <body name="gripper" pos="0 0 0" gravcomp="1">
       <joint name="gx" type="slide" axis="1 0 0" range="-0.3 0.3" damping="5"/>
       <joint name="gy" type="slide" axis="0 1 0" range="-0.35 0.35" damping="5"/>

@@ -379,3 +379,47 @@ def test_table_start_pushes_without_lifting_to_reachable_sides_and_keeps_distrac
                  lambda: EvalConfig(policy="expert", out="x", task="stack", start="table")):
         with pytest.raises(UsageError, match="needs --task push"):
             make()
+
+
+def test_top_camera_boxes_match_its_segmentation_and_forward_is_up():
+    """`camera="top"` looks straight down: ground-truth boxes come from that camera (IoU >= 0.9 with
+    what it renders), the robot's forward (+x) is up in the image and its left (+y) is image left."""
+    from ecot.errors import UsageError
+    from ecot.sim.collect import CollectConfig
+
+    with TabletopEnv(SimConfig(image_size=224, camera="top", num_objects=3, start="table")) as e:
+        checked = 0
+        for seed in range(4):
+            e.reset(seed=seed, task="push")
+            gt, seg = e.ground_truth(), e.render_segmentation(hide_gripper=True)
+            for k in range(len(e.task.objects)):
+                box = _seg_box(seg, k)
+                assert gt["object_visible"][k] and box is not None, (seed, k)
+                assert _iou(box, gt["object_boxes"][k]) >= 0.9, (seed, k, box, gt["object_boxes"][k])
+                checked += 1
+        assert checked == 12
+        p = lambda xyz: e.camera.project(np.array([xyz], float))[0][0]  # noqa: E731
+        centre, forward, left = p([0, 0, 0]), p([0.1, 0, 0]), p([0, 0.1, 0])
+        assert forward[1] < centre[1] - 15 and abs(forward[0] - centre[0]) < 1
+        assert left[0] < centre[0] - 15 and abs(left[1] - centre[1]) < 1
+    with pytest.raises(ValueError, match="unknown camera"):
+        SimConfig(camera="side")
+    with pytest.raises(UsageError, match="unknown camera"):
+        CollectConfig(task="push", episodes=1, camera="side")
+
+
+def test_resuming_a_collection_made_before_a_setting_existed_keeps_its_record(tmp_path):
+    """A collection recorded before a setting existed (here --camera) resumes with that setting's
+    default and keeps its settings file as it was, so annotations begun on it stay valid."""
+    import json
+
+    from ecot.sim.collect import COLLECT_META, collect
+
+    out = tmp_path / "d"
+    collect(out, task="push", episodes=1, num_objects=1, image_size=32, progress=False)
+    meta = json.loads((out / COLLECT_META).read_text())
+    del meta["camera"]
+    (out / COLLECT_META).write_text(json.dumps(meta))
+    before = (out / COLLECT_META).read_text()
+    assert collect(out, task="push", episodes=2, num_objects=1, image_size=32, progress=False)["episodes"] == 2
+    assert (out / COLLECT_META).read_text() == before
