@@ -81,13 +81,12 @@ class DemoConfig:
             raise UsageError(f"--rollouts must be >= 0, got {self.rollouts}")
         if self.image_size < 16:
             raise UsageError(f"--image-size must be at least 16 pixels, got {self.image_size}")
-        from ecot.sim.tasks import FAMILIES, check_num_objects
+        from ecot.sim.tasks import FAMILIES, check_num_objects, check_start_option
 
         if self.task != "all" and self.task not in FAMILIES:
             raise UsageError(f"--task must be 'all' or one of {', '.join(FAMILIES)}, got {self.task!r}")
         check_num_objects(self.task, self.num_objects)
-        if self.start == "table" and self.task != "push":
-            raise UsageError(f"--start table (planar pushing) needs --task push, got --task {self.task}")
+        check_start_option(self.task, self.start)
         if not self.lr > 0:
             raise UsageError(f"--lr must be positive, got {self.lr}")
 
@@ -217,8 +216,7 @@ def evaluate_policy(checkpoint: Path, eval_dir: Path, config: DemoConfig) -> tup
     eval_config = EvalConfig(policy=str(checkpoint), out=str(eval_dir), task=config.task, episodes=config.rollouts,
                              seed=config.seed, max_steps=config.rollout_steps, image_size=config.image_size,
                              num_objects=config.num_objects, start=config.start, camera=config.camera,
-                             gifs=config.rollouts,
-                             device=_device(),
+                             gifs=config.rollouts, device=_device(),
                              workers=min(config.workers, max(config.rollouts, 1)))
     results = evaluate(eval_config, on_episode=show)
     rollouts = []

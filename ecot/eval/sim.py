@@ -29,7 +29,7 @@ from ecot.options import option
 from ecot.policy.modes import ACTION_DECODINGS
 from ecot.reasoning import Reasoning
 from ecot.sim.scene import CAMERAS, START_REGIONS
-from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects
+from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects, check_start_option
 
 GIF_DIR = "gifs"
 
@@ -80,8 +80,7 @@ class EvalConfig:
             raise UsageError(f"unknown start region {self.start!r}; expected one of {', '.join(START_REGIONS)}")
         if self.camera not in CAMERAS:
             raise UsageError(f"unknown camera {self.camera!r}; expected one of {', '.join(CAMERAS)}")
-        if self.start == "table" and self.task != "push":
-            raise UsageError(f"--start table (planar pushing) needs --task push, got --task {self.task}")
+        check_start_option(self.task, self.start)
         for name in ("episodes", "max_steps", "workers", "reuse_steps"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")

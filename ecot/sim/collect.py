@@ -21,7 +21,7 @@ from ecot.options import option
 from ecot.runlock import die_with_parent, locked_dir, unique_temp
 from ecot.sim import EXPERT_STYLES
 from ecot.sim.scene import CAMERAS, START_REGIONS
-from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects
+from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects, check_start_option
 
 COLLECT_META = "meta/ecot_collect.json"
 MIN_IMAGE_SIZE = 16
@@ -81,8 +81,7 @@ class CollectConfig:
         check_num_objects(self.task, self.num_objects)
         if self.camera not in CAMERAS:
             raise UsageError(f"unknown camera {self.camera!r}; expected one of {', '.join(CAMERAS)}")
-        if self.start == "table" and self.task != "push":
-            raise UsageError(f"--start table (planar pushing) needs --task push, got --task {self.task}")
+        check_start_option(self.task, self.start)
         if self.max_steps < 2:
             raise UsageError(f"max_steps must be at least 2, got {self.max_steps}")
         if not self.dataset_name or "/" in self.dataset_name:

@@ -301,6 +301,14 @@ def check_start(family: str, start: str) -> None:
         raise ValueError(f"start region 'table' (planar pushing) is for task 'push' only, got task {family!r}")
 
 
+def check_start_option(task: str, start: str) -> None:
+    """``--start`` against ``--task`` of a command (``task`` may be "all"): a UsageError naming both."""
+    from ecot.errors import UsageError
+
+    if start == "table" and task != "push":
+        raise UsageError(f"--start table (planar pushing) needs --task push, got --task {task}")
+
+
 def sample_task(rng: np.random.Generator, family: str, split: str = "seen", num_objects: int = 4,
                 start: str = "home") -> TaskSpec:
     """A random task of ``family`` in ``split`` (layout + instruction), drawn from ``rng``; ``start`` is
