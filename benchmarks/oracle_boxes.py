@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import closed_loop, comma_choices, write_result  # noqa: E402
+from ecot.sim.scene import CAMERAS, START_REGIONS  # noqa: E402
 
 VARIANTS = ("boxes", "none")
 
@@ -85,9 +86,9 @@ def main() -> None:
     parser.add_argument("--num-objects", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--start", default="home", choices=("home", "anywhere", "table"),
+    parser.add_argument("--start", default="home", choices=START_REGIONS,
                         help="where the gripper starts (the checkpoint's training setting; the demo's: table)")
-    parser.add_argument("--camera", default="main", choices=("main", "top"))
+    parser.add_argument("--camera", default="main", choices=CAMERAS)
     parser.add_argument("--out-name", default="oracle_boxes", help="result file name (without .json)")
     args = parser.parse_args()
     variants = comma_choices(parser, "--variants", args.variants, VARIANTS)

@@ -40,7 +40,7 @@ POLICIES = {
 def parse_args() -> argparse.Namespace:
     from ecot.demo import DEMO_RECIPE
     from ecot.sim import EXPERT_STYLES
-    from ecot.sim.scene import START_REGIONS
+    from ecot.sim.scene import CAMERAS, START_REGIONS
 
     r = DEMO_RECIPE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--start", default=r["start"], choices=START_REGIONS,
                    help="where demonstrations start the gripper (anywhere: episode-level recovery data, evaluated "
                         "from home; table: planar pushing, evaluated from the table too)")
-    p.add_argument("--camera", default=r["camera"], choices=("main", "top"), help="the camera of demonstrations and evaluations")
+    p.add_argument("--camera", default=r["camera"], choices=CAMERAS, help="the camera of demonstrations and evaluations")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
     p.add_argument("--vision-pretrain-steps", type=int, default=r["vision_pretrain_steps"],

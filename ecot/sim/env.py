@@ -28,7 +28,7 @@ import mujoco  # noqa: E402  (the GL backend must be chosen first)
 from ecot.sim import scene as scene_mod  # noqa: E402
 from ecot.sim.camera import Camera  # noqa: E402
 from ecot.sim.scene import ANYWHERE_START, CAMERAS, START_REGIONS, TABLE_START  # noqa: E402
-from ecot.sim.tasks import FAMILIES, TABLE_REGIONS, TaskSpec, check_success, sample_task  # noqa: E402
+from ecot.sim.tasks import FAMILIES, TABLE_REGIONS, TaskSpec, check_start, check_success, sample_task  # noqa: E402
 
 # Reachable fingertip box (x, y, z) the commanded pose is clipped to.
 TCP_LIMITS = np.array([[-0.28, 0.28], [-0.33, 0.33], [0.008, 0.34]])
@@ -101,8 +101,7 @@ class TabletopEnv:
         self.data = mujoco.MjData(self.model)
         self.substeps = max(1, int(round(1.0 / (self.config.control_hz * self.model.opt.timestep))))
         self._ids()
-        if self.config.start == "table" and task.family != "push":
-            raise ValueError(f"start region 'table' (planar pushing) is for push tasks only, got a {task.family} task")
+        check_start(task.family, self.config.start)  # a TaskSpec passed in is checked too
         if self.config.start == "table" and task.relation not in TABLE_REGIONS:
             raise ValueError(f"start region 'table' pushes to one of {', '.join(TABLE_REGIONS)}, got {task.relation!r}")
         if self.config.start == "anywhere":

@@ -107,6 +107,7 @@ class ScriptedExpert:
         self.via = r.random() < 0.4  # sometimes carry through a via point (a curved path)
         self.via_offset = float(r.normal(0.0, 0.04))
         self.via_lift = float(r.uniform(0.0, 0.03))
+        self.planar = env.config.start == "table"  # planar pushing: no height or yaw motion
         self.phases = self._script(task)
         self.index = 0
         self.phase_steps = 0
@@ -211,10 +212,9 @@ class ScriptedExpert:
         d = np.array(DIRECTIONS[task.relation])
         ax = 1 if task.relation in ("left", "right") else 0
         sign = d[ax]
-        planar = self.env.config.start == "table"
         # Fingers one behind the other: one solid face pushes. A planar push keeps the start's yaw:
         # closed fingers side by side are as good a face, and the policy has one motion fewer to learn.
-        yaw0 = math.pi / 2 if ax == 0 and not planar else 0.0
+        yaw0 = math.pi / 2 if ax == 0 and not self.planar else 0.0
         push_z = PUSH_HEIGHT
 
         def behind(z):
@@ -260,7 +260,7 @@ class ScriptedExpert:
         def retreat():
             return np.array([back["xy"][0], back["xy"][1], 0.1]), yaw0
 
-        if planar:
+        if self.planar:
             return self._planar_push_phases(behind(push_z), push, push_done, back_off, yaw0)
         phases = []
         for attempt in range(3):  # line up again when the object slipped off the finger
@@ -331,7 +331,7 @@ class ScriptedExpert:
                 speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
                 step = np.where(np.abs(err) < AXIS_DEADBAND, 0.0, np.clip(err, -speed, speed))
                 dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
-                if self.env.config.start == "table" and abs(yaw_err) < PLANAR_YAW_DEADBAND:
+                if self.planar and abs(yaw_err) < PLANAR_YAW_DEADBAND:
                     dyaw = 0.0
                 return np.array([step[0], step[1], step[2], 0.0, 0.0, dyaw, ph.gripper], dtype=np.float32)
             if self.rng.random() < c.pause_prob and self.phase_steps > 1:
