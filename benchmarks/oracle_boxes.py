@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=30)
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--start", default="home", choices=START_REGIONS,
-                        help="where the gripper starts (the checkpoint's training setting; the demo's: table)")
+                        help="where the gripper starts: the checkpoint's training setting (planar-push data: table)")
     parser.add_argument("--camera", default="main", choices=CAMERAS)
     parser.add_argument("--out-name", default="oracle_boxes", help="result file name (without .json)")
     args = parser.parse_args()
