@@ -28,13 +28,26 @@ def action_char(k: int) -> str:
     return chr(ACTION_CHAR_BASE + k)
 
 
-def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, n_action_bins: int = 256):
+NUMBER_STYLES = ("bpe", "whole")
+
+
+def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, n_action_bins: int = 256,
+                         numbers: str = "bpe"):
     """Train a BPE tokenizer on ``texts``; returns a ``transformers.PreTrainedTokenizerFast``.
 
     The base vocabulary has exactly ``vocab_size`` ids: 3 specials, 256 byte-fallback tokens,
     the learned characters and merges, unused filler if the corpus is small, and the
     ``n_action_bins`` action tokens at the end.
+
+    ``numbers``: "bpe" lets digits merge with their neighbours like any other characters, so one
+    coordinate is written with different tokens in different places ("▁[48," but "▁6" "5],").
+    "whole" splits every run of digits off into a pre-token of its own, and the merges of every
+    integer from 0 to the largest one in ``texts`` come first, so a pixel coordinate is one token
+    and the same token wherever it stands (the text, and so the format, is unchanged; only its
+    tokenization differs).
     """
+    if numbers not in NUMBER_STYLES:
+        raise ValueError(f"numbers must be one of {NUMBER_STYLES}, got {numbers!r}")
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,6 +60,8 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, n_action_
         )
     byte_tokens = [f"<0x{b:02X}>" for b in range(n_bytes)]
     pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    if numbers == "whole":
+        pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizer, pre_tokenizers.Digits(individual_digits=False)])
 
     # 1) learn merges on the corpus (action characters are never part of it)
     trainer_tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
@@ -60,6 +75,11 @@ def train_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 1024, n_action_
     corpus = [t for t in texts if t]
     if not corpus:
         raise ValueError("train_tiny_tokenizer needs at least one non-empty text")
+    if numbers == "whole":  # every coordinate value gets its merges, also values the corpus lacks
+        import re
+
+        largest = max((int(m) for t in corpus for m in re.findall(r"[0-9]{1,4}", t)), default=0)
+        corpus += [" ".join(str(n) for n in range(largest + 1))] * 1000  # frequent: merged before words
     trainer_tok.train_from_iterator(corpus, trainer=trainer)
     vocab = dict(sorted(trainer_tok.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1]))
     merges = _merges_of(trainer_tok)

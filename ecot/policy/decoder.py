@@ -40,6 +40,9 @@ DEFAULT_BUDGETS = {
 SLACK_PER_FIELD = 48  # closing a structured field after its budget, and the tags themselves
 RANK_FIRST = 8  # candidates ranked (and, running ahead, read back) before the rest are looked at
 CHUNK = 32  # forced text of up to this many ids goes through the compiled chunk step (on a GPU)
+DRAFT_MAX = 16  # ids of a draft checked in one forward
+DRAFT_MATCH = 3  # a draft continues where its last ids match the sequence's last DRAFT_MATCH ids
+DRAFT_WINDOW = 48  # ... within this many ids of where the last match put it
 
 
 @dataclass
@@ -53,6 +56,11 @@ class DecodeRequest:
     edits: dict[str, str] = field(default_factory=dict)  # tag -> value text to write instead of the model
     stop_before: int | None = None  # index in TAGS: stop when this tag is reached (no action)
     on_text: Callable[[str], None] | None = None  # called with the answer text as it grows
+    # The ids of an earlier decode (e.g. the previous control step's ``DecodeResult.ids``), checked as a
+    # draft: where the sequence so far matches it, its next ids are fed in the same forward as the
+    # chosen one and kept as long as the model would have chosen them anyway. Greedy choices are
+    # the same as without a draft (up to floating-point differences between wide and one-id forwards).
+    draft: list[int] | None = None
 
 
 @dataclass
@@ -67,6 +75,7 @@ class DecodeResult:
     forwards_ahead: int = 0  # steps launched on the device's guess before the host chose (kept or discarded)
     forwards_discarded: int = 0  # run-ahead steps thrown away because the host chose another id
     free_ids: list[int] = field(default_factory=list)  # grammar off: the ids the model wrote (EOS included)
+    tokens_from_draft: int = 0  # of tokens_generated, those checked in a draft's forward (no forward of their own)
     action_expected: list[float] = field(default_factory=list)  # per dimension: the mean normalized value under
     # the model's distribution over the action bins (given the greedy ids before it)
 
@@ -185,6 +194,8 @@ class _Sequence:
         self.done = False
         self.generated = 0
         self.forced = 0
+        self.draft_offset = 0  # index in the draft minus index in ids, at the last match
+        self.from_draft = 0
 
     # ------------------------------------------------------------------ forced text
 
@@ -261,6 +272,26 @@ class _Sequence:
             self._choose_free(logits)
         else:
             self._choose_in_field(logits, prefetched[0] if prefetched is not None else None)
+
+    # ------------------------------------------------------------------ drafts
+
+    def propose(self, k: int) -> list[int]:
+        """Up to ``k`` ids of the request's draft that would follow ``ids``: where the draft's last
+        ``DRAFT_MATCH`` ids equal those of ``ids``, nearest to where the last match was (one phrase,
+        such as an object's name, recurs in several fields)."""
+        draft, ids, n = self.req.draft, self.ids, DRAFT_MATCH
+        if not draft or k < 1 or len(ids) < n or self.done:
+            return []
+        tail = ids[-n:]
+        expected = len(ids) + self.draft_offset
+        best = None
+        for i in range(max(n, expected - DRAFT_WINDOW), min(len(draft) - 1, expected + DRAFT_WINDOW) + 1):
+            if draft[i - n : i] == tail and (best is None or abs(i - expected) < abs(best - expected)):
+                best = i
+        if best is None:
+            return []
+        self.draft_offset = best - len(ids)
+        return draft[best : best + k]
 
     # ------------------------------------------------------------------ run-ahead
 
@@ -413,6 +444,7 @@ class ECoTDecoder:
         # Forced text of 2 .. chunk_size ids through the compiled chunk step (0: off). Off on a CPU:
         # there an eager forward is not launch-bound, and the chunk computes its whole padded width.
         self.chunk_size = CHUNK if self.engine.device.type == "cuda" else 0
+        self.draft_max = DRAFT_MAX  # 0: drafts are ignored
         self._caches: dict[int, KVCache] = {}
 
     def _cache(self, batch: int, need: int) -> KVCache:
@@ -569,6 +601,47 @@ class ECoTDecoder:
         ids = torch.tensor(rows, dtype=torch.long, device=engine.device)
         return engine.forward(cache, engine.embed(ids), [len(f) for f in feeds]), 1
 
+    def _proposals(self, seqs: list[_Sequence], active: list[int], cache: KVCache) -> dict[int, list[int]]:
+        """The draft ids each active sequence can check after its one chosen id (that fit the cache)."""
+        if not self.draft_max:
+            return {}
+        out = {}
+        for b in active:
+            s = seqs[b]
+            if len(s.pending) == 1 and s.req.draft:
+                room = cache.max_len - max(cache.lengths) - 1
+                ids = s.propose(min(self.draft_max, room))
+                if ids:
+                    out[b] = ids
+        return out
+
+    def _feed_with_drafts(self, seqs: list[_Sequence], active: list[int], cache: KVCache,
+                          proposals: dict[int, list[int]]) -> None:
+        """Feed each active sequence's pending ids and its proposed draft ids in one forward, then let
+        each choose from the logits position by position: a draft id is kept while it is the id the
+        sequence chooses (it is in the cache already); at the first other choice, the draft ids after
+        it are dropped from the cache and the choice is pending, as after a one-id forward."""
+        engine = self.engine
+        feeds = {b: seqs[b].pending + proposals.get(b, []) for b in active}
+        width = max(len(f) for f in feeds.values())
+        rows = [feeds.get(b, []) + [self.tables.pad_id] * (width - len(feeds.get(b, []))) for b in range(len(seqs))]
+        starts = list(cache.lengths)
+        ids = torch.tensor(rows, dtype=torch.long, device=engine.device)
+        logits = engine.forward(cache, engine.embed(ids), [len(feeds.get(b, [])) for b in range(len(seqs))],
+                                every_position=True)
+        for b in active:
+            s, draft = seqs[b], proposals.get(b, [])
+            n = len(s.pending)
+            base = s.fed
+            for j in range(len(draft) + 1):
+                s.fed, s.pending = base + n + j, []
+                s.consume(logits[b, n - 1 + j])
+                if j < len(draft) and not s.done and s.rollback_to is None and s.pending == [draft[j]]:
+                    s.from_draft += 1
+                    continue
+                cache.lengths[b] = starts[b] + n + j
+                break
+
     @torch.no_grad()
     def decode(self, requests: list[DecodeRequest], timings: dict[str, float] | None = None) -> list[DecodeResult]:
         t0 = time.perf_counter()
@@ -616,6 +689,11 @@ class ECoTDecoder:
                 if s.rollback_to is not None:
                     cache.lengths[b] = n_patches + s.rollback_to if s.rollback_to > 0 else 0
                     s.rollback_to = None
+            proposals = self._proposals(seqs, active, cache)
+            if proposals:
+                self._feed_with_drafts(seqs, active, cache, proposals)
+                forwards += 1
+                continue
             logits, ran = self._feed(seqs, active, cache)
             forwards += ran
             for b in active:
@@ -634,6 +712,6 @@ class ECoTDecoder:
             DecodeResult(answer=s.answer, action_ids=s.action_ids, ids=s.ids, tokens_generated=s.generated,
                          tokens_forced=s.forced, prefill_tokens=s.prefill, forwards=forwards + ahead,
                          forwards_ahead=ahead, forwards_discarded=discarded, free_ids=s.free_ids,
-                         action_expected=s.action_expected)
+                         action_expected=s.action_expected, tokens_from_draft=s.from_draft)
             for s in seqs
         ]

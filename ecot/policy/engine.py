@@ -146,9 +146,10 @@ class LlamaEngine:
         return hidden + self._mlp(i, layer.mlp, self._norm(layer.post_attention_layernorm, hidden))
 
     @torch.no_grad()
-    def forward(self, cache: KVCache, embeds: torch.Tensor, n_new: list[int]) -> torch.Tensor:
+    def forward(self, cache: KVCache, embeds: torch.Tensor, n_new: list[int], every_position: bool = False) -> torch.Tensor:
         """Append ``n_new[b]`` positions of ``embeds[b]`` (``[B, T, H]``, right-padded) to each sequence of
-        ``cache``; returns the logits ``[B, V]`` at each one's last new position.
+        ``cache``; returns the logits ``[B, V]`` at each one's last new position (``every_position``:
+        ``[B, T, V]`` at every position, to check a draft).
 
         ``n_new[b] == 0`` leaves sequence ``b`` as it is (its padding is written past its length,
         where the next real token overwrites it), so finished sequences ride along for free.
@@ -191,7 +192,9 @@ class LlamaEngine:
         hidden = embeds
         for i, layer in enumerate(self.layers):
             hidden = self._layer(i, layer, hidden, cos, sin, mask, store)
-        if t == 1:
+        if every_position:
+            picked = hidden
+        elif t == 1:
             picked = hidden[:, 0]
         else:
             last = torch.tensor([max(n - 1, 0) for n in n_new], device=device)

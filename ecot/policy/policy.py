@@ -53,6 +53,10 @@ class PolicyConfig:
     max_objects: int = option(12, "at most this many objects in VISIBLE OBJECTS")
     max_points: int = option(16, "at most this many points in GRIPPER POSITION")
     refresh_moves: tuple[str, ...] = option(("close gripper", "open gripper"), cli=False)  # reuse: a subtask ended
+    # Each step checks the previous step's text as a draft (ecot.policy.decoder.DecodeRequest.draft):
+    # where its reasoning repeats, many ids cost one forward. The choices stay the model's own.
+    draft: bool = option(True, "check the previous step's text as a draft (several tokens per forward where the "
+                               "reasoning repeats; the choices stay the model's)")
     compile: bool | str = option(False, cli=False)  # torch.compile the one-token decode step (CUDA graphs on GPU); or a backend name
     max_new_tokens: int = option(1024, "grammar off: generation limit")
     # How action tokens become the action: "argmax" = the greedy bin (as released checkpoints were
@@ -146,6 +150,7 @@ class PolicySession:
         self._high: str | None = None  # " TASK: ... SUBTASK: value" (text after the prompt)
         self._high_instruction: str | None = None
         self._high_age = 0
+        self._last: tuple[str, list[int]] | None = None  # (instruction, ids) of the last step: the next one's draft
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._wake = threading.Event()
@@ -161,6 +166,7 @@ class PolicySession:
         with self._lock:
             self.edits = {}
             self.steps = 0
+            self._last = None
             self._forget()
 
     def edit(self, fields: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -402,6 +408,8 @@ class ECoTPolicy:
                 request = self._request(pv, instruction, HIGH_LEVEL_END, high, low_edits, on_text=callback)
             else:
                 request = self._request(pv, instruction, 0, "", dict(session.edits), on_text=callback)
+            if self.config.draft and session._last is not None and session._last[0] == instruction:
+                request.draft = session._last[1]
             requests.append(request)
             reused.append(high or "")
         timings: dict[str, float] = {}
@@ -425,6 +433,7 @@ class ECoTPolicy:
                 "forwards": result.forwards,
                 "forwards_ahead": result.forwards_ahead,
                 "forwards_discarded": result.forwards_discarded,
+                "tokens_from_draft": result.tokens_from_draft,
             }
             outputs.append(out)
         del t2
@@ -463,6 +472,7 @@ class ECoTPolicy:
     def _after_step(self, session: PolicySession, instruction: str, result: DecodeResult, reused: str,
                     pixel_values: torch.Tensor, key: str | None) -> None:
         session.steps += 1
+        session._last = (instruction, result.ids)
         mode = self.config.mode
         if mode == "reuse":
             if reused:

@@ -28,6 +28,7 @@ import torch
 from ecot.data.bridge import JOIN_MODES
 from ecot.options import option
 from ecot.train.data import EpisodeSteps, SampleConfig, StepDataset
+from ecot.model.tokenizer import NUMBER_STYLES
 from ecot.train.samples import LOSS_MASKS
 from ecot.train.trainer import TrainConfig
 
@@ -60,6 +61,9 @@ class RunConfig:
         "ecot.train.vision_pretrain)", group="run")
     eval_episodes: int | None = option(None, "held-out episodes, the last ones (default 10%)",
                                        group="run")  # at least 1 when possible
+    tokenizer_numbers: str = option(
+        "bpe", "tiny presets' trained tokenizer: 'whole' makes every pixel coordinate one token, the same wherever "
+        "it stands; 'bpe' merges digits with their neighbours like other characters", choices=NUMBER_STYLES, group="run")
     tokenizer_vocab: int | None = option(None, cli=False)  # tiny presets: base vocabulary (default: the preset's pad_token_id)
     allow_partial_reasoning: bool = option(
         False, "train even if the features miss some training episodes (they train without reasoning; "
@@ -71,6 +75,8 @@ class RunConfig:
 
         if self.recipe not in RECIPES:
             raise UsageError(f"unknown recipe {self.recipe!r}; expected one of {RECIPES}")
+        if self.tokenizer_numbers not in NUMBER_STYLES:
+            raise UsageError(f"unknown tokenizer_numbers {self.tokenizer_numbers!r}; expected one of {NUMBER_STYLES}")
         if self.loss_mask is not None and self.loss_mask not in LOSS_MASKS:
             raise UsageError(f"unknown loss mask {self.loss_mask!r}; expected one of {sorted(LOSS_MASKS)}")
         if not 0.0 < self.pretrain_fraction <= 1.0:
@@ -191,7 +197,8 @@ def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: Episod
             vocab = run.tokenizer_vocab or config.pad_token_id
             if vocab != config.pad_token_id:
                 raise ValueError(f"tokenizer_vocab {vocab} must equal the preset's pad_token_id {config.pad_token_id}")
-            tokenizer = train_tiny_tokenizer(_tokenizer_texts(text_steps, reasoning, config.prompt_style, run.join), vocab_size=vocab)
+            tokenizer = train_tiny_tokenizer(_tokenizer_texts(text_steps, reasoning, config.prompt_style, run.join),
+                                             vocab_size=vocab, numbers=run.tokenizer_numbers)
         else:
             raise ValueError(
                 f"preset {run.model!r} needs the Llama tokenizer: pass --tokenizer DIR with its tokenizer files "

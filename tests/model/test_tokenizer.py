@@ -55,3 +55,28 @@ def test_saved_tokenizer_reloads_identically(tiny_tokenizer, tmp_path):
     sample = "A chat. USER: What action should the robot take to pick? ASSISTANT: TASK: x ACTION: " + tiny_tokenizer.decode([800, 900])
     assert again(sample)["input_ids"] == tiny_tokenizer(sample)["input_ids"]
     assert again.vocab_size == 1024 and again.pad_token_id == 1024
+
+
+def test_whole_numbers_make_each_coordinate_one_token_wherever_it_stands():
+    """``numbers="whole"``: the same text, but a coordinate is one token, the same in every position
+    (the default BPE merges digits with brackets and commas: "▁[48," vs "▁6" "5],")."""
+    import pytest
+
+    from ecot.model.tokenizer import train_tiny_tokenizer
+
+    from .conftest import corpus
+
+    texts = corpus() + ["VISIBLE OBJECTS: the red block [48, 53, 56, 65], the cup [85, 68, 98, 82] "
+                        "GRIPPER POSITION: [40, 81, 41, 74, 41, 68]"]
+    whole = train_tiny_tokenizer(texts, vocab_size=1024, numbers="whole")
+    bpe = train_tiny_tokenizer(texts, vocab_size=1024)
+    for n in range(99):  # every value up to the largest number in the corpus, even absent ones
+        assert str(n) in whole.tokenize(f"[{n}, {n}]")
+    sample = "GRIPPER POSITION: [65, 48, 7, 65] ACTION: " + whole.decode([800, 900])
+    pieces = whole.tokenize(sample)
+    assert pieces.count("65") == 2 and "48" in pieces and "7" in pieces
+    assert whole.decode(whole(sample, add_special_tokens=False)["input_ids"]) == sample
+    assert whole(sample)["input_ids"][-2:] == [800, 900]  # the action ids are untouched
+    assert bpe.tokenize(sample).count("65") < 2  # what "whole" changes
+    with pytest.raises(ValueError, match="numbers must be one of"):
+        train_tiny_tokenizer(texts, numbers="digits")

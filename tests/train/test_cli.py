@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 from pathlib import Path
 
@@ -84,6 +86,17 @@ def test_recipes_build_their_samples(sim_data, tmp_path):
     _, _, train, _, _ = build_run(_run(sim_data, tmp_path, "ecot", loss_mask="action"))
     sample = train[(0, 0, 0)]
     assert int((sample["labels"] != -100).sum()) == 8
+
+
+def test_tokenizer_numbers_whole_writes_every_coordinate_as_one_token(sim_data, tmp_path):
+    _, processor, train, _, _ = build_run(_run(sim_data, tmp_path, "ecot", tokenizer_numbers="whole"))
+    ids = train[(0, 0, 0)]["input_ids"].tolist()
+    text = processor.tokenizer.decode(ids, skip_special_tokens=True)
+    numbers = re.findall(r"[0-9]+", text.split("VISIBLE OBJECTS:")[1])  # boxes and gripper points
+    pieces = [p for p in processor.tokenizer.convert_ids_to_tokens(ids) if any(c.isdigit() for c in p)]
+    assert len(numbers) >= 8 and pieces[-len(numbers):] == numbers  # each number one token, nothing glued to it
+    with pytest.raises(ValueError, match="tokenizer_numbers"):
+        _run(sim_data, tmp_path, "ecot", tokenizer_numbers="digits")
 
 
 def test_clear_errors(sim_data, tmp_path):
