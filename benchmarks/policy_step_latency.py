@@ -11,6 +11,9 @@ The checkpoint: ``--checkpoint DIR`` (e.g. the demo's ``runs/demo/train/final``)
 the tests' tiny trained policy (``tests/tiny_policy.py``: overfit on three synthetic scenes, so in
 the sim it writes fluent but wrong reasoning — the latency is what is measured here).
 
+The modes run as ``ECoTPolicy`` does by default, checking the previous step's ids as a draft;
+``full`` and ``reuse`` also run without drafts (``draft=False``), to show what drafts add.
+
 Usage::
 
     python benchmarks/policy_step_latency.py [--checkpoint DIR] [--steps 12] [--episodes 2]
@@ -37,12 +40,12 @@ from ecot.policy.modes import MODES  # noqa: E402
 
 
 def run(model, mode: str | None, episodes: int, steps: int, image_size: int, reuse_steps: int,
-        task: str | None = None, num_objects: int = 4, compile: bool = False) -> dict:
+        task: str | None = None, num_objects: int = 4, compile: bool = False, draft: bool = True) -> dict:
     from ecot.policy import ECoTPolicy
     from ecot.sim import SimConfig, TabletopEnv
 
-    wall, cpu, tokens = [], [], []
-    policy = ECoTPolicy(model, mode=mode, reuse_steps=reuse_steps, compile=compile) if mode else None
+    wall, cpu, tokens, drafted = [], [], [], []
+    policy = ECoTPolicy(model, mode=mode, reuse_steps=reuse_steps, compile=compile, draft=draft) if mode else None
     with TabletopEnv(SimConfig(image_size=image_size, max_steps=steps + 1, num_objects=num_objects)) as env:
         if policy is not None and compile:  # compilation happens on the first steps: not timed
             obs, _ = env.reset(seed=999, task=task)
@@ -65,6 +68,7 @@ def run(model, mode: str | None, episodes: int, steps: int, image_size: int, reu
                 else:
                     out = policy.step(obs["image"], instruction)
                     action, n = out.action, out.timings["tokens_decoded"]
+                    drafted.append(out.timings["tokens_from_draft"])
                 wall.append((time.perf_counter() - w) * 1000)
                 cpu.append((time.process_time() - c) * 1000)
                 tokens.append(n)
@@ -80,6 +84,7 @@ def run(model, mode: str | None, episodes: int, steps: int, image_size: int, reu
         "p95_ms": round(float(np.percentile(wall, 95)), 1),
         "mean_cpu_ms": round(float(np.mean(cpu)), 1),
         "tokens_decoded_per_step": round(float(np.mean(tokens)), 1),
+        **({"tokens_from_draft_per_step": round(float(np.mean(drafted)), 1)} if drafted else {}),
     }
 
 
@@ -121,8 +126,12 @@ def main() -> None:
     for mode in MODES:
         results[mode] = run(model, mode, args.episodes, args.steps, size, args.reuse_steps, **scene,
                             compile=args.compile)
+    for mode in ("full", "reuse"):  # what the previous step's draft adds (PolicyConfig.draft)
+        results[f"{mode} without draft"] = run(model, mode, args.episodes, args.steps, size, args.reuse_steps,
+                                               **scene, compile=args.compile, draft=False)
     base = results["predict_action"]
-    ratios = {m: round(base["mean_cpu_ms"] / results[m]["mean_cpu_ms"], 2) for m in MODES}
+    timed = [m for m in results if m != "predict_action"]
+    ratios = {m: round(base["mean_cpu_ms"] / results[m]["mean_cpu_ms"], 2) for m in timed}
     write_result(
         "policy_step_latency_compiled" if args.compile else "policy_step_latency",
         {
@@ -137,10 +146,12 @@ def main() -> None:
             "num_objects": args.num_objects,
             "torch_threads": args.threads,
             "load_average": os.getloadavg(),
-            "value": {m: results[m] for m in MODES},
+            "value": {m: results[m] for m in timed},
             "baseline": {"predict_action": base},
             "ratio": ratios,
-            "ratio_meaning": "predict_action CPU ms per step / the mode's (higher is better); goals: reuse >= 4, no-reasoning >= 15",
+            "ratio_meaning": "predict_action CPU ms per step / the mode's (higher is better); goals: reuse >= 4, "
+                             "no-reasoning >= 15. The modes check the previous step's ids as a draft (the default); "
+                             "'<mode> without draft' is PolicyConfig(draft=False)",
         },
     )
 

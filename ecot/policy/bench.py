@@ -33,15 +33,18 @@ def synthetic_frames(n: int, size: int = 224, seed: int = 0) -> list[np.ndarray]
     return frames
 
 
-def _summary(ms: Sequence[float], tokens: Sequence[float]) -> dict[str, float]:
+def _summary(ms: Sequence[float], tokens: Sequence[float], drafted: Sequence[float] = ()) -> dict[str, float]:
     arr = np.asarray(ms, dtype=np.float64)
-    return {
+    out = {
         "steps": int(arr.size),
         "mean_ms": float(arr.mean()),
         "p50_ms": float(np.percentile(arr, 50)),
         "p95_ms": float(np.percentile(arr, 95)),
         "tokens_decoded_per_step": float(np.mean(tokens)) if len(tokens) else 0.0,
     }
+    if len(drafted):  # of the tokens decoded, those taken from the previous step's draft
+        out["tokens_from_draft_per_step"] = float(np.mean(drafted))
+    return out
 
 
 def bench_policy(model: Any, instruction: str, modes: Sequence[str] = MODES, steps: int = 10, warmup: int = 1,
@@ -61,7 +64,7 @@ def bench_policy(model: Any, instruction: str, modes: Sequence[str] = MODES, ste
     runs = ([("predict_action", None)] if baseline else []) + [(m, m) for m in modes]
     bar = tqdm(total=len(runs) * (steps + warmup), desc="policy bench", disable=not progress, unit="step")
     for name, mode in runs:
-        ms, tokens, failed = [], [], 0
+        ms, tokens, drafted, failed = [], [], [], 0
         policy = None
         if mode is not None:
             policy = ECoTPolicy(model, config=PolicyConfig(mode=mode, reuse_steps=reuse_steps, **(config or {})))
@@ -76,6 +79,8 @@ def bench_policy(model: Any, instruction: str, modes: Sequence[str] = MODES, ste
             else:
                 out = policy.step(frame, instruction)
                 n_tokens = out.timings["tokens_decoded"]
+                if t >= warmup:
+                    drafted.append(out.timings["tokens_from_draft"])
             elapsed = (time.perf_counter() - start) * 1000
             if t >= warmup:
                 ms.append(elapsed)
@@ -85,7 +90,7 @@ def bench_policy(model: Any, instruction: str, modes: Sequence[str] = MODES, ste
                 on_step(name, t)
         if policy is not None:
             policy.close()
-        results[name] = _summary(ms, tokens)
+        results[name] = _summary(ms, tokens, drafted)
         if policy is None:
             results[name]["no_valid_action_steps"] = failed  # free generation can fail; the grammar cannot
     bar.close()
