@@ -305,7 +305,10 @@ def main() -> None:
             ([("compiled", True)] if use_compile else [])
         for label, compile_flag in variants:
             for mode in ("full", "reuse"):
-                policy = ECoTPolicy(model, mode=mode, reuse_steps=100, budgets=budgets, compile=compile_flag)
+                # Every step sees the same image, so the previous step's text would be a perfect draft:
+                # drafts are off here (measured on the CPU in the sim's closed loop: policy_step_latency).
+                policy = ECoTPolicy(model, mode=mode, reuse_steps=100, budgets=budgets, compile=compile_flag,
+                                    draft=False)
                 if compile_flag:
                     if shared is None:
                         shared = policy.decoder

@@ -27,8 +27,11 @@ def test_checkpoint_runs_closed_loop_and_its_reasoning_is_scored(trained_checkpo
     assert all(r["steps"] == 1 for r in recs)  # it does not solve a sim task in 1 step
     steps = [s for r in recs for s in r["per_step"]]
     assert all(len(s["action"]) == 7 for s in steps)
-    # It writes (memorized) ECoT reasoning every step; each is scored against the sim's ground truth.
-    assert all(s["reasoning"]["task"] and s["reasoning"]["move"] for s in steps)
+    # It writes ECoT reasoning every step (the grammar makes it parse; what it says about a sim scene it
+    # never saw depends on the weights); each is scored against the sim's ground truth.
+    fields = {"task", "plan", "visible_objects", "subtask_reasoning", "subtask", "move_reasoning", "move",
+              "gripper_positions"}
+    assert all(set(s["reasoning"]) == fields and any(s["reasoning"].values()) for s in steps)
     assert all(s["metrics"] is not None and s["metrics"]["move_gt"] for s in steps)
     f = results["faithfulness"]
     assert f["steps"] == 1 and f["plan_coverage"] == 0.0  # its plans are about other scenes
