@@ -11,8 +11,13 @@ Figures per variant: closed-loop success with a 95 % Wilson interval, and the fa
 measures of ``ecot eval`` (box IoU confirms the edit was applied; MOVE agreement is the share of
 steps whose MOVE matches the primitive of the executed motion).
 
+Variant ``move`` writes the scripted expert's MOVE instead (what the annotator would label its next
+motion: the expert's next action held for the annotator's window), and ``boxes+move`` both. If
+success rises with the true MOVE, the policy's action follows a right MOVE and what is missing is
+deciding the MOVE; if not, the step from MOVE to action is also missing.
+
 Usage: python benchmarks/oracle_boxes.py --checkpoint DIR [--episodes 10] [--seed 0] [--split seen]
-       [--variants boxes,none] [--task push] [--num-objects 2] [--max-steps 30] [--start home|anywhere|table]
+       [--variants boxes,move,boxes+move,none] [--task push] [--num-objects 2] [--max-steps 30] [--start home|anywhere|table]
        [--camera main|top] [--out-name oracle_boxes]
 """
 
@@ -30,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import closed_loop, comma_choices, write_result  # noqa: E402
 from ecot.sim.scene import CAMERAS, START_REGIONS  # noqa: E402
 
-VARIANTS = ("boxes", "none")
+VARIANTS = ("boxes", "move", "boxes+move", "none")
+DEFAULT_VARIANTS = ("boxes", "none")
 
 
 def true_visible_objects(env: Any, image_shape: tuple[int, ...]) -> list[tuple[str, list[int]]]:
@@ -50,19 +56,44 @@ def true_visible_objects(env: Any, image_shape: tuple[int, ...]) -> list[tuple[s
     return objects
 
 
+def expert_move(state: np.ndarray, action: np.ndarray) -> str:
+    """The annotator's MOVE label for ``action`` held over its window from ``state`` (gripper: the
+    action's target opening, reached at once)."""
+    from ecot.annotate.primitives import WINDOW, describe_all, move_vectors
+
+    delta = np.asarray(action, dtype=np.float64).copy()
+    states = []
+    for k in range(WINDOW):
+        s = np.asarray(state, dtype=np.float64).copy()
+        s[:6] += k * delta[:6]
+        if k:
+            s[6] = delta[6]
+        states.append(s)
+    return describe_all(move_vectors(np.asarray(states, dtype=np.float32)))[0]
+
+
 def true_boxes_policy(checkpoint: str, variant: str):
     from ecot.eval.policies import CheckpointPolicy
 
     class TrueBoxesPolicy(CheckpointPolicy):
-        """A checkpoint policy whose VISIBLE OBJECTS is the truth at every step (variant "boxes")."""
+        """A checkpoint policy whose VISIBLE OBJECTS (variant "boxes") and/or MOVE ("move") is the truth."""
 
         def reset(self, env: Any, seed: int) -> None:
             super().reset(env, seed)
             self.env = env
+            if "move" in variant:
+                from ecot.sim.expert import ScriptedExpert
+
+                self.expert = ScriptedExpert(env, np.random.default_rng([seed, 7]))
 
         def act(self, obs: dict, instruction: str):
-            if variant == "boxes":
-                self.policy.edit(visible_objects=true_visible_objects(self.env, obs["image"].shape))
+            edits: dict[str, Any] = {}
+            if "boxes" in variant:
+                edits["visible_objects"] = true_visible_objects(self.env, obs["image"].shape)
+            if "move" in variant:
+                edits["move"] = expert_move(obs["state"], self.expert.act())
+            if edits:
+                self.policy.edit(**edits)
             return super().act(obs, instruction)
 
     return TrueBoxesPolicy(checkpoint)
@@ -81,7 +112,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0, help="base seed of the episodes (ecot eval's --seed)")
     parser.add_argument("--split", default="seen", choices=("seen", "heldout"))
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: boxes (true boxes), none")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated: boxes (true boxes), move (the expert's MOVE), boxes+move, none")
     parser.add_argument("--task", default="push")
     parser.add_argument("--num-objects", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=30)
@@ -100,8 +132,8 @@ def main() -> None:
     value = {v: run(args.checkpoint, v, args.task, args.split, args.episodes, args.seed, args.max_steps,
                     args.num_objects, args.image_size, args.start, args.camera) for v in variants}
     write_result(args.out_name, {
-        "what": "closed loop with the true VISIBLE OBJECTS written into the policy's chain at every step (boxes) "
-                "vs the policy's own (none); same episodes",
+        "what": "closed loop with the true VISIBLE OBJECTS (boxes), the scripted expert's MOVE (move) or both "
+                "written into the policy's chain at every step, vs the policy's own (none); same episodes",
         "checkpoint": args.checkpoint, "task": args.task, "split": args.split, "episodes": args.episodes,
         "seed": args.seed, "max_steps": args.max_steps, "num_objects": args.num_objects,
         "start": args.start, "camera": args.camera,

@@ -27,3 +27,32 @@ def test_true_boxes_are_the_annotators_and_the_edit_reaches_the_chain(trained_ch
     assert own["box_iou"] is None or own["box_iou"] < with_boxes["box_iou"]
     assert with_boxes["episodes"][0]["seed"] == own["episodes"][0]["seed"]  # the same scene for both
     assert with_boxes["success"] in ("0/1", "1/1") and 0 <= with_boxes["success_ci95"][0] <= with_boxes["success_ci95"][1] <= 1
+
+
+def test_expert_move_is_the_annotators_label_of_the_experts_motion():
+    from benchmarks.oracle_boxes import expert_move
+    from ecot.eval.faithfulness import ground_truth_moves
+    from ecot.sim.env import SimConfig, TabletopEnv
+    from ecot.sim.expert import ExpertConfig, ScriptedExpert
+
+    state = np.array([0.0, 0.0, 0.1, 0.0, 0.0, 0.0, 1.0])
+    assert expert_move(state, [0.04, 0, 0, 0, 0, 0, 1]) == "move forward"
+    assert expert_move(state, [0, -0.04, 0, 0, 0, 0, 1]) == "move right"
+    assert expert_move(state, [0, 0, 0, 0, 0, 0, 0]) == "close gripper"
+    assert expert_move(state, [0, 0, 0, 0, 0, 0, 1]) == "stop"
+
+    # Along a planar-push demonstration of the axis expert, the label from the expert's next action
+    # mostly equals the annotator's label of the motion that followed (it differs where a phase ends
+    # inside the annotator's 4-state window).
+    with TabletopEnv(SimConfig(image_size=32, num_objects=2, start="table")) as env:
+        obs, _ = env.reset(seed=4, task="push")
+        expert = ScriptedExpert(env, 0, ExpertConfig(style="axis"))
+        states, labels = [obs["state"]], []
+        while not expert.done and len(states) < 30:
+            action = expert.act()
+            labels.append(expert_move(states[-1], action))
+            obs, *_ = env.step(action)
+            states.append(obs["state"])
+    truth = ground_truth_moves(np.asarray(states))[: len(labels)]
+    assert len(labels) >= 8
+    assert np.mean([a == b for a, b in zip(labels, truth)]) >= 0.6, list(zip(labels, truth))
