@@ -104,3 +104,14 @@ def test_reset_forgets_the_draft(trained):
     assert _run(policy, [(0, 2)])[0].timings["tokens_from_draft"] > 0
     policy.reset()
     assert _run(policy, [(0, 3)])[0].timings["tokens_from_draft"] == 0
+
+
+def test_drafts_with_the_static_step_choose_the_eager_ids(trained):
+    """The compiled path's static one-id step (uncompiled here: backend "none") and the eager draft
+    forwards share one cache: the ids are those of eager decoding without drafts."""
+    steps = [(2, 1), (2, 2), (0, 3), (0, 4)]
+    static = _run(ECoTPolicy(trained, mode="reuse", reuse_steps=2, compile="none"), steps)
+    eager = _run(ECoTPolicy(trained, mode="reuse", reuse_steps=2, draft=False), steps)
+    for a, b in zip(static, eager):
+        assert a.text == b.text and a.action_ids == b.action_ids
+    assert sum(o.timings["tokens_from_draft"] for o in static) > 0
