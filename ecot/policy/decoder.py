@@ -606,11 +606,11 @@ class ECoTDecoder:
         if not self.draft_max:
             return {}
         out = {}
+        room = min(self.draft_max, cache.max_len - max(cache.lengths) - 1)
         for b in active:
             s = seqs[b]
             if len(s.pending) == 1 and s.req.draft:
-                room = cache.max_len - max(cache.lengths) - 1
-                ids = s.propose(min(self.draft_max, room))
+                ids = s.propose(room)
                 if ids:
                     out[b] = ids
         return out
@@ -622,13 +622,12 @@ class ECoTDecoder:
         sequence chooses (it is in the cache already); at the first other choice, the draft ids after
         it are dropped from the cache and the choice is pending, as after a one-id forward."""
         engine = self.engine
-        feeds = {b: seqs[b].pending + proposals.get(b, []) for b in active}
-        width = max(len(f) for f in feeds.values())
-        rows = [feeds.get(b, []) + [self.tables.pad_id] * (width - len(feeds.get(b, []))) for b in range(len(seqs))]
+        feeds = [seqs[b].pending + proposals.get(b, []) if b in active else [] for b in range(len(seqs))]
+        width = max(len(f) for f in feeds)
+        rows = [f + [self.tables.pad_id] * (width - len(f)) for f in feeds]
         starts = list(cache.lengths)
         ids = torch.tensor(rows, dtype=torch.long, device=engine.device)
-        logits = engine.forward(cache, engine.embed(ids), [len(feeds.get(b, [])) for b in range(len(seqs))],
-                                every_position=True)
+        logits = engine.forward(cache, engine.embed(ids), [len(f) for f in feeds], every_position=True)
         for b in active:
             s, draft = seqs[b], proposals.get(b, [])
             n = len(s.pending)
