@@ -25,6 +25,9 @@ from ecot.sim.tasks import FAMILIES, SPLITS, check_num_objects, check_start_opti
 
 COLLECT_META = "meta/ecot_collect.json"
 MIN_IMAGE_SIZE = 16
+# The annotator's move window spans 4 states (``ecot.annotate.primitives.WINDOW``): 3 steps past
+# success give every frame before it a full window of the expert's motion.
+POST_SUCCESS_STEPS = 3
 
 
 @dataclass
@@ -43,6 +46,11 @@ class CollectConfig:
     video: bool = option(False, "store the camera as mp4 video (LeRobot v3.0, AV1) instead of PNG frames")
     num_objects: int = option(4, "objects per scene (the task's own plus distractors)")
     stop_at_success: bool = option(False, "end each demonstration when its task is achieved (no retreat frames)")
+    # Why keep going after success: a demonstration that ends on a no-motion frame right at success
+    # teaches the policy to stop one step early, and with the same image every step after it never
+    # moves again (every failure of round eight's planar policies, docs/quality.md).
+    post_success_steps: int = option(POST_SUCCESS_STEPS, "with --stop-at-success: expert steps recorded after the "
+                                     "task is achieved, the last frame's action included (0: stop at success)")
     expert_style: str = option("smooth", "smooth: human-like straight moves with noise and pauses; axis: "
                                "fixed-speed steps per axis, no noise", choices=EXPERT_STYLES)
     # DART-style recovery data: the executed translation gets this much Gaussian noise (m, per axis)
@@ -78,6 +86,9 @@ class CollectConfig:
             raise UsageError(f"unknown start region {self.start!r}; expected one of {', '.join(START_REGIONS)}")
         if not 0 < self.action_noise_fraction <= 1:
             raise UsageError(f"action_noise_fraction must be in (0, 1], got {self.action_noise_fraction}")
+        if isinstance(self.post_success_steps, bool) or not isinstance(self.post_success_steps, int) \
+                or self.post_success_steps < 0:
+            raise UsageError(f"post_success_steps must be an integer >= 0, got {self.post_success_steps!r}")
         check_num_objects(self.task, self.num_objects)
         if self.camera not in CAMERAS:
             raise UsageError(f"unknown camera {self.camera!r}; expected one of {', '.join(CAMERAS)}")
@@ -96,6 +107,8 @@ class CollectConfig:
         d = asdict(self)
         for key in ("episodes", "workers"):
             d.pop(key)
+        if not self.stop_at_success:
+            d.pop("post_success_steps")  # only means something with --stop-at-success
         return d
 
 
@@ -119,25 +132,46 @@ def stack_ground_truth(task, gts: list[dict]) -> GroundTruth:
 
 
 def record_episode(env, seed: int, family: str, split: str, max_steps: int | None = None, stop_at_success: bool = False,
-                   expert_style: str = "smooth", action_noise: float = 0.0, action_noise_fraction: float = 1.0):
+                   expert_style: str = "smooth", action_noise: float = 0.0, action_noise_fraction: float = 1.0,
+                   post_success_steps: int = POST_SUCCESS_STEPS):
     """Run the scripted expert once; returns the :class:`Episode` (with ground truth).
 
-    ``stop_at_success`` ends the demonstration at the first step where the task is achieved, so
-    its last frames are not the expert's retreat (which a policy can confuse with the start).
+    ``stop_at_success`` ends the demonstration soon after the first step where the task is
+    achieved, so its last frames are not the expert's retreat (which a policy can confuse with the
+    start). It records ``post_success_steps`` more steps and closes with the next command: the
+    expert's while it stays in the phase that achieved the task, then that phase's last command
+    repeated (a push goes on instead of backing off). So no frame before success is labelled
+    "stop" or closes on a no-motion action, which would teach a policy to halt one step short
+    (``post_success_steps=0``: the episode ends at success on a no-motion frame, as before).
     ``action_noise`` perturbs the executed translation of a random ``action_noise_fraction`` of the
-    steps; the recorded action is always the expert's."""
+    steps; the recorded action is the expert's command, never the noise."""
     from ecot.data.episode import Episode, GroundTruth
     from ecot.sim.expert import ExpertConfig, ScriptedExpert
 
+    if post_success_steps < 0:
+        raise ValueError(f"post_success_steps must be >= 0, got {post_success_steps}")
     obs, _ = env.reset(seed=seed, task=family, split=split)
     expert = ScriptedExpert(env, np.random.default_rng([seed, 7]), ExpertConfig(style=expert_style))
     noise_rng = np.random.default_rng([seed, 11])
     limit = max_steps or env.config.max_steps
     images, states, actions, gts = [], [], [], []
+    success_phase: str | None = None  # the expert's phase when the task was first achieved
+    success_index = 0  # frames recorded by then
+    held = False  # past success, the last command is repeated (the expert has moved on)
+    closing = None  # the final frame's action, when it is the expert's own next command
     while len(actions) < limit - 1:
         action = expert.act()
-        if expert.done:
-            break
+        if success_phase is None:
+            if expert.done:
+                break
+        else:
+            # Past success the motion that achieved it goes on, even where the expert would move on to
+            # its next phase (a push that reached its goal backs off; a placed object is let go).
+            if held or expert.done or expert.phase != success_phase:
+                held, action = True, actions[-1].copy()
+            if len(actions) - success_index >= post_success_steps:
+                closing = action
+                break
         images.append(obs["image"])
         states.append(obs["state"])
         gts.append(env.ground_truth())
@@ -149,13 +183,18 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
             executed = action.copy()
             executed[:3] += noise_rng.normal(0.0, action_noise, size=3)
         obs, _, _, _, _ = env.step(executed)
-        if stop_at_success and env.success():
-            break
-    # The final observation closes the episode with a no-motion action.
+        if stop_at_success and success_phase is None and env.success():
+            if post_success_steps == 0:
+                break
+            success_phase, success_index = expert.phase, len(actions)
+    # The final observation closes the episode: with the next command after a success (the motion
+    # goes on), otherwise with a no-motion action.
     images.append(obs["image"])
     states.append(obs["state"])
     gts.append(env.ground_truth())
-    actions.append(np.array([0, 0, 0, 0, 0, 0, 1.0 if env.gripper_open else 0.0], np.float32))
+    if closing is None:
+        closing = np.array([0, 0, 0, 0, 0, 0, 1.0 if env.gripper_open else 0.0], np.float32)
+    actions.append(closing)
     success = bool(env.success())
     task = env.task
     gt = stack_ground_truth(task, gts)
@@ -195,7 +234,8 @@ def _collect_one(args: tuple) -> Any:
     for attempt in range(config.max_attempts):
         episode = record_episode(env, episode_seed(config.seed, index, attempt), family, config.split,
                                  stop_at_success=config.stop_at_success, expert_style=config.expert_style,
-                                 action_noise=config.action_noise, action_noise_fraction=config.action_noise_fraction)
+                                 action_noise=config.action_noise, action_noise_fraction=config.action_noise_fraction,
+                                 post_success_steps=config.post_success_steps)
         episode.metadata["attempt"] = attempt
         if episode.metadata["success"]:
             break
@@ -235,6 +275,8 @@ def _collect_locked(out: Path, config: CollectConfig, progress: bool) -> dict[st
         previous.setdefault("action_noise_fraction", 1.0)
         previous.setdefault("start", "home")
         previous.setdefault("camera", "main")
+        if previous.get("stop_at_success"):
+            previous.setdefault("post_success_steps", 0)  # collections that ended on a no-motion frame at success
         if previous != config.identity():
             diff = {k: (previous.get(k), v) for k, v in config.identity().items() if previous.get(k) != v}
             raise UsageError(f"{out} was collected with different settings (existing, requested): {diff}; "

@@ -242,10 +242,52 @@ def test_stop_at_success_ends_the_demonstration_at_the_first_success():
 
     with TabletopEnv(SimConfig(image_size=64, num_objects=2)) as e:
         full = record_episode(e, 3, "push", "seen")
-        short = record_episode(e, 3, "push", "seen", stop_at_success=True)
+        short = record_episode(e, 3, "push", "seen", stop_at_success=True, post_success_steps=0)
     assert full.metadata["success"] and short.metadata["success"]
     assert len(short.actions) < len(full.actions)  # the retreat is gone
     np.testing.assert_array_equal(short.actions[:-1], full.actions[: len(short.actions) - 1])  # same until then
+    np.testing.assert_array_equal(short.actions[-1, :6], 0)  # closed by a no-motion frame
+
+
+@pytest.mark.parametrize("start", ["home", "table"])
+def test_stop_at_success_keeps_pushing_a_few_steps_so_no_frame_before_success_says_stop(start):
+    """A demonstration that ends on a no-motion frame at success teaches a policy to halt one step
+    short, where the same image then comes back every step (docs/quality.md, round nine). By default
+    the push goes on for POST_SUCCESS_STEPS steps, also where the expert would back off, so every
+    frame moves and the frames before success get full move windows from the annotator."""
+    from ecot.annotate.primitives import label_trajectory_per_step
+    from ecot.sim.collect import POST_SUCCESS_STEPS, record_episode
+
+    with TabletopEnv(SimConfig(image_size=64, num_objects=2, start=start)) as e:
+        for seed in (0, 1, 2):
+            stopped = record_episode(e, seed, "push", "seen", stop_at_success=True, expert_style="axis",
+                                     post_success_steps=0)
+            ep = record_episode(e, seed, "push", "seen", stop_at_success=True, expert_style="axis")
+            n = len(stopped.actions) - 1  # frames before the first success
+            assert ep.metadata["success"] and len(ep.actions) == n + 1 + POST_SUCCESS_STEPS
+            np.testing.assert_array_equal(ep.actions[:n], stopped.actions[:n])
+            assert np.all(np.abs(ep.actions[:, :3]).max(axis=1) > 0.005), "a frame without motion"
+            labels = [words for words, _ in label_trajectory_per_step(ep.states)]
+            assert "stop" not in labels[:n], f"seed {seed}: {labels[:n]}"
+            np.testing.assert_array_equal(stopped.actions[n, :6], 0)  # what the policy learnt before
+
+
+def test_post_success_steps_must_be_a_count_and_resuming_an_older_collection_is_refused(tmp_path):
+    import json
+
+    from ecot.errors import UsageError
+    from ecot.sim.collect import COLLECT_META, CollectConfig, collect
+
+    with pytest.raises(UsageError, match="post_success_steps"):
+        CollectConfig(task="push", episodes=1, stop_at_success=True, post_success_steps=-1)
+    out = tmp_path / "d"
+    collect(out, task="push", episodes=1, num_objects=1, image_size=32, stop_at_success=True, progress=False)
+    meta = json.loads((out / COLLECT_META).read_text())
+    assert meta["post_success_steps"] == 3
+    del meta["post_success_steps"]  # as written before the option existed: those episodes stopped at success
+    (out / COLLECT_META).write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match="different settings.*post_success_steps"):
+        collect(out, task="push", episodes=2, num_objects=1, image_size=32, stop_at_success=True, progress=False)
 
 
 def test_expert_config_rejects_unknown_styles():
