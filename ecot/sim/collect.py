@@ -48,9 +48,9 @@ class CollectConfig:
     stop_at_success: bool = option(False, "end each demonstration when its task is achieved (no retreat frames)")
     # Why keep going after success: a demonstration that ends on a no-motion frame right at success
     # teaches the policy to stop one step early, and with the same image every step after it never
-    # moves again (every failure of round eight's planar policies, docs/quality.md).
-    post_success_steps: int = option(POST_SUCCESS_STEPS, "with --stop-at-success: expert steps recorded after the "
-                                     "task is achieved, the last frame's action included (0: stop at success)")
+    # moves again (nearly every failure of round eight's planar policies, docs/quality.md round nine).
+    post_success_steps: int = option(POST_SUCCESS_STEPS, "with --stop-at-success: steps recorded after the task is "
+                                     "achieved, the motion going on (0: end at success on a no-motion frame)")
     expert_style: str = option("smooth", "smooth: human-like straight moves with noise and pauses; axis: "
                                "fixed-speed steps per axis, no noise", choices=EXPERT_STYLES)
     # DART-style recovery data: the executed translation gets this much Gaussian noise (m, per axis)
@@ -158,7 +158,7 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
     success_phase: str | None = None  # the expert's phase when the task was first achieved
     success_index = 0  # frames recorded by then
     held = False  # past success, the last command is repeated (the expert has moved on)
-    closing = None  # the final frame's action, when it is the expert's own next command
+    closing = None  # the final frame's action once past success: the motion going on
     while len(actions) < limit - 1:
         action = expert.act()
         if success_phase is None:
