@@ -32,7 +32,7 @@ DEMO_RECIPE: dict = {
     "start": "home",  # where the gripper starts; "table" (planar pushing) did not help at this budget (round seven)
     "camera": "main",  # over the robot's shoulder; "top" did not help at this budget either (round seven)
     "expert_style": "axis",  # fixed-speed steps per axis, no noise: few distinct action values
-    "episodes": 200,  # demonstrations, each ending when its task is achieved (no retreat frames)
+    "episodes": 200,  # demonstrations, each ending 3 steps past success (no retreat frames)
     "image_size": 112,
     "model": "tiny-siglip",
     "vision_pretrain_steps": 0,  # on: the tower first learns to see on the sim's ground truth (did not help: docs/quality.md)
