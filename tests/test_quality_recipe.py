@@ -23,7 +23,9 @@ def test_demo_recipe_beats_the_majority_token_and_zero_motion_on_held_out_steps(
                                    start=r["start"], camera=r["camera"]),
             progress=False)
     run_annotation(RunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=1))
-    m = train_policy(dataset, annotations, tmp_path / "run", recipe="ecot", model=r["model"], steps=150,
+    # 250 of the recipe's 600 steps: at 150 its held-out L1 was still above zero motion's on these 40
+    # demonstrations (0.0162 vs 0.0148 once they went on past success; 0.0027 at 250 steps).
+    m = train_policy(dataset, annotations, tmp_path / "run", recipe="ecot", model=r["model"], steps=250,
                      batch_size=r["batch_size"], lr=r["lr"])
     assert m["eval/steps"] >= 40  # four held-out episodes
     # Teacher-forced (the true reasoning in the prompt), as training measures it; closed-loop success
