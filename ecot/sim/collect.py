@@ -157,7 +157,6 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
     images, states, actions, gts = [], [], [], []
     success_phase: str | None = None  # the expert's phase when the task was first achieved
     success_index = 0  # frames recorded by then
-    held = False  # past success, the last command is repeated (the expert has moved on)
     closing = None  # the final frame's action once past success: the motion going on
     while len(actions) < limit - 1:
         action = expert.act()
@@ -166,9 +165,10 @@ def record_episode(env, seed: int, family: str, split: str, max_steps: int | Non
                 break
         else:
             # Past success the motion that achieved it goes on, even where the expert would move on to
-            # its next phase (a push that reached its goal backs off; a placed object is let go).
-            if held or expert.done or expert.phase != success_phase:
-                held, action = True, actions[-1].copy()
+            # its next phase (a push that reached its goal backs off; a placed object is let go). The
+            # expert never returns to an earlier phase, so once it has left, the last command repeats.
+            if expert.done or expert.phase != success_phase:
+                action = actions[-1].copy()
             if len(actions) - success_index >= post_success_steps:
                 closing = action
                 break
