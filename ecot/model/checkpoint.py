@@ -189,7 +189,7 @@ def assign_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
 
 
 def materialize_meta_buffers(model: nn.Module, device: torch.device | str) -> None:
-    """Recreate non-persistent buffers left on ``meta`` (Llama's rotary ``inv_freq``)."""
+    """Recreate non-persistent buffers left on ``meta`` (Llama's rotary ``inv_freq``, the locator's tables)."""
     for module_name, module in list(model.named_modules()):
         if not any(b is not None and b.is_meta for b in module.buffers(recurse=False)):
             continue
@@ -198,6 +198,8 @@ def materialize_meta_buffers(model: nn.Module, device: torch.device | str) -> No
                 fresh = type(module)(config=module.config)
             parent_name, _, leaf = module_name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, leaf, fresh)
+        elif hasattr(module, "rebuild_buffers"):  # the locator's token tables (ecot.model.locator)
+            module.rebuild_buffers(device)
         else:
             raise CheckpointError(f"buffer(s) of {module_name} ({type(module).__name__}) were not loaded")
 

@@ -165,6 +165,8 @@ class VLAConfig:
         for spec, size in zip(specs, self.image_sizes):
             if size % spec.patch_size:
                 raise ValueError(f"image size {size} is not a multiple of the patch size {spec.patch_size}")
+        if self.extra.get("ecot_locator") is not None:
+            self.locator  # noqa: B018 - raises ValueError on a malformed entry
         vocab = int(self.text_config.get("vocab_size", 32000))
         if vocab <= self.pad_token_id:
             raise ValueError(f"text_config vocab_size {vocab} must exceed pad_token_id {self.pad_token_id}")
@@ -173,6 +175,16 @@ class VLAConfig:
     def projector_type(self) -> str:
         """``gelu-mlp`` or ``fused-gelu-mlp``, from ``arch_specifier`` (e.g. ``no-align+gelu-mlp``)."""
         return self.arch_specifier.split("+")[-1]
+
+    @property
+    def locator(self):
+        """The locator's :class:`~ecot.model.locator.LocatorSpec` (config key ``ecot_locator``), or None."""
+        data = self.extra.get("ecot_locator")
+        if data is None:
+            return None
+        from ecot.model.locator import LocatorSpec
+
+        return LocatorSpec.from_dict(data)
 
     @property
     def vision_specs(self) -> list[ViTSpec]:

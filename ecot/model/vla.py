@@ -64,6 +64,11 @@ class VLA(nn.Module):
             self.vision_backbone = VisionBackbone(config)
             self.projector = Projector(config.projector_type, config.vision_dim, llama_config.hidden_size)
             self.language_model = LlamaForCausalLM(llama_config)
+            self.locator = None
+            if config.locator is not None:
+                from ecot.model.locator import Locator
+
+                self.locator = Locator(config.locator, config.image_size, llama_config.hidden_size)
         if dtype is not None:
             self.to(dtype)
 
@@ -71,7 +76,8 @@ class VLA(nn.Module):
 
     @property
     def num_patches(self) -> int:
-        return self.vision_backbone.num_patches
+        """Vision positions in the language model's sequence: image patches (+ the locator's tokens)."""
+        return self.vision_backbone.num_patches + (self.locator.num_tokens if self.locator is not None else 0)
 
     @property
     def device(self) -> torch.device:
@@ -83,20 +89,35 @@ class VLA(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
+    def vision_tokens(self, pixel_values: torch.Tensor, findings: Any = None) -> torch.Tensor:
+        """What the language model sees of the image: projected patches, then the locator's tokens (if any).
+
+        ``findings``: what the locator hands on (:class:`ecot.model.locator.Findings`) when the caller has
+        it already (training: the annotation's); by default the locator's own on these pixels."""
+        vision_dtype = self.projector.fc1.weight.dtype
+        pixel_values = pixel_values.to(vision_dtype)
+        patches = self.projector(self.vision_backbone(pixel_values))
+        if self.locator is None:
+            return patches
+        if findings is None:
+            findings = self.locator.find(self.locator(pixel_values))
+        found = self.locator.tokens(findings, self.language_model.get_input_embeddings())
+        return torch.cat([patches, found.to(patches.dtype)], dim=1)
+
     def embed_multimodal(
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        findings: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Input embeddings with the projected patches inserted after BOS (and mask/labels to match)."""
+        """Input embeddings with the vision tokens inserted after BOS (and mask/labels to match)."""
         if input_ids.ndim != 2 or input_ids.shape[1] < 1:
             raise ValueError(f"input_ids must be [B, L] with L >= 1 (BOS first), got {tuple(input_ids.shape)}")
         if pixel_values.shape[0] != input_ids.shape[0]:
             raise ValueError(f"batch sizes differ: pixel_values {pixel_values.shape[0]}, input_ids {input_ids.shape[0]}")
-        vision_dtype = self.projector.fc1.weight.dtype
-        patches = self.projector(self.vision_backbone(pixel_values.to(vision_dtype)))
+        patches = self.vision_tokens(pixel_values, findings)
         embeds = self.language_model.get_input_embeddings()(input_ids)
         patches = patches.to(embeds.dtype)
         b, p = patches.shape[:2]
@@ -118,9 +139,16 @@ class VLA(nn.Module):
         past_key_values: Any = None,
         use_cache: bool | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        locator_objects: torch.Tensor | None = None,
+        locator_gripper: torch.Tensor | None = None,
         **kwargs: Any,
     ):
-        """Returns transformers' ``CausalLMOutputWithPast``; logits are ``[B, L + num_patches, V]`` with images."""
+        """Returns transformers' ``CausalLMOutputWithPast``; logits are ``[B, L + num_patches, V]`` with images.
+
+        With a locator and its targets (``locator_objects``, ``locator_gripper``: see
+        :meth:`ecot.model.locator.Locator.loss`), the language model reads the targets as the locator's
+        tokens (teacher forcing), the loss is the language model's plus the locator's, and
+        ``output.locator_loss`` holds the latter."""
         if pixel_values is None:
             return self.language_model(
                 input_ids=input_ids,
@@ -135,8 +163,14 @@ class VLA(nn.Module):
             raise ValueError("pass either pixel_values with input_ids, or inputs_embeds, not both")
         if past_key_values is not None and _cache_length(past_key_values) > 0:
             raise ValueError("pixel_values go with the first (prefill) step only; continue a cache with input_ids alone")
-        embeds, attention_mask, labels = self.embed_multimodal(input_ids, pixel_values, attention_mask, labels)
-        return self.language_model(
+        located = findings = None
+        if self.locator is not None and locator_objects is not None:
+            if locator_gripper is None:
+                raise ValueError("locator_objects and locator_gripper go together")
+            located = self.locator(pixel_values.to(self.projector.fc1.weight.dtype))
+            findings = self.locator.findings_from_targets(locator_objects, locator_gripper)
+        embeds, attention_mask, labels = self.embed_multimodal(input_ids, pixel_values, attention_mask, labels, findings)
+        out = self.language_model(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             labels=labels,
@@ -144,6 +178,12 @@ class VLA(nn.Module):
             use_cache=use_cache,
             **kwargs,
         )
+        if located is not None:
+            locator_loss = self.locator.loss(located, locator_objects, locator_gripper)
+            out["locator_loss"] = locator_loss.detach()
+            if out.loss is not None:
+                out["loss"] = out.loss + locator_loss
+        return out
 
     @torch.no_grad()
     def generate(
@@ -190,13 +230,13 @@ class VLA(nn.Module):
     def _check_context(self, prompt_tokens: int, instruction_tokens: int) -> None:
         """Refuse a prompt that leaves no room for the answer (reasoning + 7 action tokens)."""
         budget = self.context_budget()
-        used = self.config.num_patches + prompt_tokens
+        used = self.num_patches + prompt_tokens
         room = ACTION_DIM + 2  # at least the action tokens and their tag
         if used + room > budget:
-            most = max(0, budget - room - self.config.num_patches - (prompt_tokens - instruction_tokens))
+            most = max(0, budget - room - self.num_patches - (prompt_tokens - instruction_tokens))
             raise ValueError(
                 f"the instruction is too long: {instruction_tokens} tokens, and with the prompt and "
-                f"{self.config.num_patches} image patches it needs {used} of the model's {budget} context positions, "
+                f"{self.num_patches} image positions it needs {used} of the model's {budget} context positions, "
                 f"leaving no room for the answer; expected an instruction of at most {most} tokens")
 
     # ------------------------------------------------------------------ checkpoints

@@ -653,7 +653,7 @@ class ECoTDecoder:
             s.start()
         model, engine = self.model, self.engine
         pixels = torch.stack([r.pixel_values for r in requests]).to(engine.device)
-        patches = model.projector(model.vision_backbone(pixels.to(model.projector.fc1.weight.dtype))).to(engine.dtype)
+        patches = model.vision_tokens(pixels).to(engine.dtype)
         n_patches = patches.shape[1]
         cache = self._cache(len(seqs), self._capacity(seqs, n_patches))
         # Prefill: [BOS, patches, prompt + forced text] per sequence, right-padded.

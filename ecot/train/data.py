@@ -109,6 +109,36 @@ class EpisodeSteps:
         return len(self.steps)
 
 
+class LocatorTargets:
+    """Each frame's boxes (with names) and gripper point from an embodied-features file: what the
+    locator (:mod:`ecot.model.locator`) learns to find. Frames without an entry get no targets."""
+
+    def __init__(self, features_file: Any):
+        from ecot.data.features import GRIPPER_KEY, iter_feature_episodes
+
+        self.frames: dict[tuple[str, str], tuple[list, list]] = {}
+        self.frame_sizes: set[int] = set()
+        for file_path, episode_id, entry in iter_feature_episodes(features_file):
+            features = entry.get("features") or {}
+            boxes = features.get("bboxes") or []
+            points = features.get(GRIPPER_KEY) or []
+            self.frames[(str(file_path), str(episode_id))] = (boxes, points)
+            size = (entry.get("metadata") or {}).get("image_size")
+            if isinstance(size, list) and size:
+                self.frame_sizes.add(int(max(size)))
+
+    def names(self) -> list[str]:
+        return sorted({str(item[1]) for boxes, _ in self.frames.values() for frame in boxes if frame for item in frame})
+
+    def get(self, step: Step) -> tuple[list[tuple[str, list]], list | None]:
+        """``([(name, box), ...], [x, y] or None)`` of a frame, in the annotation's pixels."""
+        boxes, points = self.frames.get((str(step.file_path), str(step.episode_id)), ([], []))
+        t = reasoning_step(step.frame_index, step.raw_step_offset, "aligned")
+        items = [(str(i[1]), list(i[2])) for i in (boxes[t] if 0 <= t < len(boxes) and boxes[t] else [])]
+        point = points[t] if 0 <= t < len(points) and isinstance(points[t], list) else None
+        return items, point
+
+
 def lookup_reasoning(reasoning: Any, step: Step, join: str) -> str:
     """The full reasoning text of a frame ("" without reasoning or without an entry)."""
     if reasoning is None:
@@ -128,6 +158,8 @@ class StepDataset(torch.utils.data.Dataset):
         stats: DatasetStats,
         config: SampleConfig | None = None,
         dataset_key: str = "",
+        locator_targets: LocatorTargets | None = None,
+        locator: Any = None,
     ):
         self.steps = steps
         self.reasoning = reasoning  # ReasoningIndex-like: .get(file_path, episode_id, step) -> str; None = no reasoning
@@ -138,6 +170,11 @@ class StepDataset(torch.utils.data.Dataset):
         self.stats = stats
         self.config = config or SampleConfig()
         self.dataset_key = dataset_key
+        # With a locator (its LocatorSpec), every sample carries its targets.
+        self.locator_targets = locator_targets
+        self.locator = locator
+        if locator is not None and locator_targets is None:
+            raise ValueError("a model with a locator trains on its targets: pass locator_targets (the features file)")
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -164,10 +201,17 @@ class StepDataset(torch.utils.data.Dataset):
         image = Image.fromarray(np.asarray(step.image))
         if self.config.augment:
             image = augment_image(image, rng, self.config.augment_config)
-        return {
+        out = {
             "input_ids": sample.input_ids,
             "labels": sample.labels,
             "segments": sample.segments,
             "pixel_values": self.processor.image_transform(image),
             "action": torch.as_tensor(action, dtype=torch.float32),
         }
+        if self.locator is not None:
+            from ecot.model.locator import frame_targets
+
+            items, point = self.locator_targets.get(step)
+            out["locator_objects"], out["locator_gripper"] = frame_targets(items, point, self.locator,
+                                                                           self.processor.config.image_size)
+        return out

@@ -28,6 +28,8 @@ SUM_KEYS = (
     "action_correct",
     "action_l1_sum",
     "action_l1_count",
+    "locator_loss_sum",
+    "locator_count",
 )
 
 
@@ -46,9 +48,11 @@ def batch_sums(
     action_tokenizer: ActionTokenizer | None = None,
     action_stats: Any = None,
     rows_out: list | None = None,
+    locator_loss: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Sums and counts of the batch's metrics (see :data:`SUM_KEYS`); ``rows_out`` also collects the
-    batch's :func:`action_rows` (from the same greedy predictions)."""
+    batch's :func:`action_rows` (from the same greedy predictions); ``locator_loss``: the model's
+    locator loss on the batch, if it has a locator."""
     input_ids = batch["input_ids"].to(logits.device)
     labels = batch["labels"].to(logits.device)
     segments = batch["segments"].to(logits.device)
@@ -84,6 +88,9 @@ def batch_sums(
                                                                                   action_tokenizer.last_id)))
             out["action_l1_sum"] = float(abs(pred - truth).sum())
             out["action_l1_count"] = float(truth.size)
+    if locator_loss is not None:
+        out["locator_loss_sum"] = float(locator_loss)
+        out["locator_count"] = 1.0
     return out
 
 
@@ -167,4 +174,5 @@ def summarize(sums: dict[str, float]) -> dict[str, float]:
     ratio("action_loss", "action_loss_sum", "action_count")
     ratio("action_accuracy", "action_correct", "action_count")
     ratio("action_l1", "action_l1_sum", "action_l1_count")
+    ratio("locator_loss", "locator_loss_sum", "locator_count")
     return out

@@ -64,6 +64,13 @@ class RunConfig:
     tokenizer_numbers: str = option(
         "bpe", "tiny presets' trained tokenizer: 'whole' makes every pixel coordinate one token, the same wherever "
         "it stands; 'bpe' merges digits with their neighbours like other characters", choices=NUMBER_STYLES, group="run")
+    locator: bool = option(
+        False, "from-scratch presets: add the locator, a small CNN that finds the objects and the gripper and hands "
+        "their boxes and points to the language model as tokens (ecot.model.locator; needs --tokenizer-numbers "
+        "whole and the annotations' boxes)", group="run")
+    locator_pretrain_steps: int = option(
+        300, "with --locator: first train the locator alone for N steps, so that its tokens are right when the "
+        "language model starts learning to copy them (ecot.train.locator_pretrain)", group="run")
     tokenizer_vocab: int | None = option(None, cli=False)  # tiny presets: base vocabulary (default: the preset's pad_token_id)
     allow_partial_reasoning: bool = option(
         False, "train even if the features miss some training episodes (they train without reasoning; "
@@ -92,6 +99,18 @@ class RunConfig:
         if self.vision_pretrain_steps and self.model not in PRESETS:
             raise UsageError("vision pre-training trains a tower from scratch: use it with a preset --model, "
                              f"not the checkpoint {self.model!r}")
+        if self.locator:
+            if self.model not in PRESETS:
+                raise UsageError("--locator adds a new locator to a model trained from scratch: use it with a preset "
+                                 f"--model, not the checkpoint {self.model!r} (a checkpoint with a locator keeps it)")
+            if self.tokenizer_numbers != "whole":
+                raise UsageError("--locator hands coordinates to the language model as tokens: it needs "
+                                 "--tokenizer-numbers whole (one token per coordinate value)")
+            if self.augment:
+                raise UsageError("--locator learns boxes in the image's pixels; --augment crops and shifts the image "
+                                 "without moving them: use one or the other")
+        if self.locator_pretrain_steps < 0:
+            raise UsageError(f"locator_pretrain_steps must be >= 0, got {self.locator_pretrain_steps}")
         if self.eval_episodes is not None and self.eval_episodes < 0:
             raise UsageError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
         self.train.out_dir = self.out
@@ -176,7 +195,16 @@ def _tokenizer_texts(steps: EpisodeSteps, reasoning: Any, style: str, join: str)
     return texts
 
 
-def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: EpisodeSteps, reasoning: Any):
+def _locator_frame(locator_targets: Any, config: Any) -> int:
+    """The side of the annotated images (the frame of the chain's coordinates) the locator reports in."""
+    sizes = sorted(locator_targets.frame_sizes) or [config.image_size]
+    if len(sizes) > 1:
+        raise ValueError(f"the annotations' images have several sizes {sizes}; the locator needs one frame")
+    return sizes[0]
+
+
+def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: EpisodeSteps, reasoning: Any,
+                locator_targets: Any = None):
     """(model, processor) for the run, with the dataset's statistics in the config."""
     from ecot.model.config import PRESETS, VLAConfig
     from ecot.model.processor import VLAProcessor
@@ -197,13 +225,20 @@ def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: Episod
             vocab = run.tokenizer_vocab or config.pad_token_id
             if vocab != config.pad_token_id:
                 raise ValueError(f"tokenizer_vocab {vocab} must equal the preset's pad_token_id {config.pad_token_id}")
-            tokenizer = train_tiny_tokenizer(_tokenizer_texts(text_steps, reasoning, config.prompt_style, run.join),
-                                             vocab_size=vocab, numbers=run.tokenizer_numbers)
+            texts = _tokenizer_texts(text_steps, reasoning, config.prompt_style, run.join)
+            if run.locator:  # every coordinate the locator may report is a token, also ones the chains lack
+                texts.append(" ".join(str(v) for v in range(_locator_frame(locator_targets, config))))
+            tokenizer = train_tiny_tokenizer(texts, vocab_size=vocab, numbers=run.tokenizer_numbers)
         else:
             raise ValueError(
                 f"preset {run.model!r} needs the Llama tokenizer: pass --tokenizer DIR with its tokenizer files "
                 "(tokenizer.json or tokenizer.model)"
             )
+        if run.locator:
+            from ecot.model.locator import CONFIG_KEY, build_spec
+
+            spec = build_spec(tokenizer, locator_targets.names(), frame_size=_locator_frame(locator_targets, config))
+            config.extra[CONFIG_KEY] = spec.to_dict()
         torch.manual_seed(run.train.seed)
         model = VLA(config)
         return model, VLAProcessor(config, tokenizer)
@@ -251,6 +286,14 @@ def build_run(run: RunConfig):
                   f"episodes have reasoning ({coverage['coverage']:.0%}); the others train without it", file=sys.stderr)
     train_steps = EpisodeSteps(dataset, train_eps)
     eval_steps = EpisodeSteps(dataset, eval_eps) if eval_eps else None
+    locator_targets = None
+    if run.locator:
+        if features is None:
+            raise FileNotFoundError(f"the locator learns from the annotations' boxes, but no {FEATURES_NAME} was found "
+                                    f"in {run.data}; pass --features DIR")
+        from ecot.train.data import LocatorTargets
+
+        locator_targets = LocatorTargets(features)
 
     from ecot.train import checkpoint as ckpt
 
@@ -264,7 +307,7 @@ def build_run(run: RunConfig):
         config = VLAConfig.from_pretrained(latest)
         model, processor = VLA(config), VLAProcessor.from_pretrained(latest, config=config)
     else:
-        model, processor = build_model(run, dataset_key, stats, train_steps, reasoning)
+        model, processor = build_model(run, dataset_key, stats, train_steps, reasoning, locator_targets)
         if run.vision_pretrain_steps:
             from ecot.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
@@ -276,12 +319,30 @@ def build_run(run: RunConfig):
             print(f"vision pre-training: {figures}", file=sys.stderr)
 
     samples = sample_config(run)
-    train_data = StepDataset(train_steps, reasoning, processor, stats, samples, dataset_key)
+    spec = model.config.locator
+    if spec is not None and locator_targets is None:  # fine-tuning or resuming a model with a locator
+        if features is None:
+            raise FileNotFoundError(f"the model's locator learns from the annotations' boxes, but no {FEATURES_NAME} "
+                                    f"was found in {run.data}; pass --features DIR")
+        from ecot.train.data import LocatorTargets
+
+        locator_targets = LocatorTargets(features)
+    located = {"locator_targets": locator_targets, "locator": spec} if spec is not None else {}
+    train_data = StepDataset(train_steps, reasoning, processor, stats, samples, dataset_key, **located)
     train_data.reasoning_coverage = coverage  # logged in metrics.jsonl by the trainer
     eval_data = None
     if eval_steps is not None:
         held_out = SampleConfig(loss_mask=samples.loss_mask, join=samples.join)  # no dropout, no augmentation
         if run.recipe in ("no-reasoning", "reasoning-pretrain"):  # these policies act without reasoning
             held_out.reasoning_dropout = 1.0
-        eval_data = StepDataset(eval_steps, reasoning, processor, stats, held_out, dataset_key)
+        eval_data = StepDataset(eval_steps, reasoning, processor, stats, held_out, dataset_key, **located)
+    if run.locator and run.locator_pretrain_steps and latest is None:
+        from ecot.train.locator_pretrain import LocatorPretrainConfig, pretrain_locator
+
+        figures = pretrain_locator(model, train_data, run.out,
+                                   LocatorPretrainConfig(steps=run.locator_pretrain_steps, seed=run.train.seed),
+                                   eval_data=eval_data, progress=run.train.progress)
+        import sys
+
+        print(f"locator pre-training: {figures}", file=sys.stderr)
     return model, processor, train_data, eval_data, stats.action

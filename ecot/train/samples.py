@@ -138,7 +138,8 @@ def collate(samples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, t
     """Right-pad ``input_ids`` (pad id), ``labels`` (IGNORE_INDEX) and ``segments`` (SEG_PAD); stack the rest.
 
     Each sample is a dict with ``input_ids``, ``labels``, ``segments`` and optionally
-    ``pixel_values`` [C, H, W] and ``action`` (unnormalized, float [7]).
+    ``pixel_values`` [C, H, W], ``action`` (unnormalized, float [7]) and the locator's targets
+    ``locator_objects`` / ``locator_gripper`` (:func:`ecot.model.locator.frame_targets`).
     """
     if not samples:
         raise ValueError("cannot collate an empty batch")
@@ -160,7 +161,7 @@ def collate(samples: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, t
         "labels": labels,
         "segments": segments,
     }
-    for key in ("pixel_values", "action"):
+    for key in ("pixel_values", "action", "locator_objects", "locator_gripper"):
         if key in samples[0]:
             batch[key] = torch.stack([torch.as_tensor(s[key]) for s in samples])
     if "dataset_key" in samples[0]:

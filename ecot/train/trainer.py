@@ -39,7 +39,7 @@ from ecot.train.schedule import SCHEDULES, make_scheduler
 FINETUNE_MODES = ("full", "lora")
 PRECISIONS = ("auto", "bf16", "fp32")
 OPTIM, RUNTIME = "optimization", "runtime"  # `ecot train --help` groups
-MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "labels")
+MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values", "labels", "locator_objects", "locator_gripper")
 
 
 @dataclass
@@ -352,7 +352,8 @@ class Trainer:
                 with dist_utils.set_grad_sync(self.model, self.strategy, sync):
                     out = self._forward(batch)
                     (out.loss / cfg.grad_accum).backward()
-                add_sums(sums, batch_sums(out.logits.detach(), batch, self.action_tokenizer, self.action_stats))
+                add_sums(sums, batch_sums(out.logits.detach(), batch, self.action_tokenizer, self.action_stats,
+                                           locator_loss=out.get("locator_loss")))
                 interval_samples += int(batch["input_ids"].shape[0])
             if cfg.max_grad_norm > 0:
                 norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
@@ -404,7 +405,8 @@ class Trainer:
             batch = collate([self.eval_data[(k, k, 0)] for k in chunk], pad_id)
             out = self._forward(batch)
             add_sums(sums, batch_sums(out.logits, batch, self.action_tokenizer, self.action_stats,
-                                      rows_out=rows if self.info.world_size == 1 else None))
+                                      rows_out=rows if self.info.world_size == 1 else None,
+                                      locator_loss=out.get("locator_loss")))
         values = {f"eval/{k}": v for k, v in summarize(reduce_sums(sums)).items()}
         if rows:  # per-dimension figures beside the majority-token and zero-motion predictors (one process)
             import numpy as np

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ecot.model.locator import name_words  # noqa: F401 - also this module's API
 from ecot.train.schedule import make_scheduler
 
 CACHE_NAME = "vision_pretrain.pt"  # in the run directory: a restarted run does not pre-train again
@@ -41,12 +42,6 @@ class VisionPretrainConfig:
     max_frames: int = 6000  # frames drawn from the training episodes (evenly over episodes)
     max_pos_weight: float = 20.0  # cap on the weight of covered (patch, word) pairs
     seed: int = 0
-
-
-def name_words(names: Sequence[str]) -> list[str]:
-    """The attribute words of object names ("the red block" -> red, block), sorted."""
-    words = {w for name in names for w in str(name).lower().split() if w not in ("the", "a", "an")}
-    return sorted(words)
 
 
 def _coverage(boxes: np.ndarray, grid: int, cell: float) -> np.ndarray:

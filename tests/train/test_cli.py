@@ -111,3 +111,44 @@ def test_clear_errors(sim_data, tmp_path):
         split_episodes(3, 3)
     assert split_episodes(1, None) == ([0], [])
     assert split_episodes(20, None) == (list(range(18)), [18, 19])
+
+
+def test_locator_trains_from_the_annotations_boxes_also_without_reasoning(sim_data, tmp_path, capsys):
+    from ecot.model.locator import CONFIG_KEY
+    from ecot.model.vla import VLA
+
+    data, annotations = sim_data
+    for recipe in ("ecot", "no-reasoning"):
+        run = tmp_path / recipe
+        assert main(["train", "--data", str(data), "--features", str(annotations), "--recipe", recipe, "--locator",
+                     "--tokenizer-numbers", "whole", "--out", str(run), "--max-steps", "2", "--batch-size", "2",
+                     "--log-every", "1", "--no-progress"]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["eval/locator_loss"] > 0
+        assert all(r["train/locator_loss"] > 0 for r in _rows(run) if "train/loss" in r)
+        model = VLA.from_pretrained(run / "final", progress=False)
+        spec = model.config.locator
+        assert spec.frame_size == 32 and {"red", "block"} & set(spec.words)  # the annotations' 32-px frame, words
+        assert model.num_patches == 64 + spec.num_tokens
+        assert CONFIG_KEY in json.loads((run / "final" / "config.json").read_text())
+    # the targets are the frame's boxes from the annotations, scaled to the model's pixels
+    _, processor, train, _, _ = build_run(_run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole"))
+    sample = train[(0, 0, 0)]
+    items, point = train.locator_targets.get(train.steps.get(0))
+    assert items and point is not None
+    scale = processor.config.image_size / 32
+    np.testing.assert_allclose(sample["locator_objects"][0, :4].numpy(), np.array(items[0][1]) * scale, rtol=1e-6)
+    np.testing.assert_allclose(sample["locator_gripper"][:2].numpy(), np.array(point) * scale, rtol=1e-6)
+
+
+def test_locator_refuses_what_it_cannot_use(sim_data, tmp_path):
+    with pytest.raises(ValueError, match="--tokenizer-numbers whole"):
+        _run(sim_data, tmp_path, "ecot", locator=True)
+    with pytest.raises(ValueError, match="--augment"):
+        _run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole", augment=True)
+    with pytest.raises(ValueError, match="preset"):
+        _run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole", model=str(tmp_path))
+    data, _ = sim_data
+    with pytest.raises(FileNotFoundError, match="--features"):
+        build_run(RunConfig(data=str(data), out=str(tmp_path / "nf"), recipe="no-reasoning", locator=True,
+                            tokenizer_numbers="whole"))

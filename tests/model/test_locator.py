@@ -1,0 +1,184 @@
+"""The locator (ecot.model.locator): its spec, what it learns, and how a VLA with one trains, saves and acts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ecot.model.locator import (CONFIG_KEY, Locator, LocatorSpec, build_spec, frame_targets, name_words,
+                                number_token_ids)
+from ecot.model.tokenizer import train_tiny_tokenizer
+
+CORPUS = ["push the red block to the left VISIBLE OBJECTS: the red block [10, 12, 20, 22], the blue bar [3, 40, 30, 50] "
+          "GRIPPER POSITION: [5, 6, 111, 8]"]
+
+
+@pytest.fixture(scope="module")
+def whole_tokenizer():
+    return train_tiny_tokenizer(CORPUS, vocab_size=1024, numbers="whole")
+
+
+def test_spec_refuses_malformed_entries_by_name():
+    good = dict(words=["red"], word_token_ids=[[5]], number_token_ids=[7, 8, 9], frame_size=3)
+    LocatorSpec.from_dict(good)
+    with pytest.raises(ValueError, match="lacks \\['frame_size'\\]"):
+        LocatorSpec.from_dict({k: v for k, v in good.items() if k != "frame_size"})
+    with pytest.raises(ValueError, match="words .* word_token_ids"):
+        LocatorSpec.from_dict({**good, "word_token_ids": []})
+    with pytest.raises(ValueError, match="max_objects must be a positive integer"):
+        LocatorSpec.from_dict({**good, "max_objects": 0})
+    from ecot.model.config import VLAConfig
+
+    with pytest.raises(ValueError, match=CONFIG_KEY):
+        VLAConfig.preset("tiny-siglip", **{CONFIG_KEY: {"words": ["red"]}})
+
+
+def test_coordinates_are_the_tokens_the_chain_is_written_with(whole_tokenizer):
+    ids = number_token_ids(whole_tokenizer, 111)
+    assert len(set(ids)) == 112
+    for v in (0, 7, 48, 111):
+        text = f"the red block [{v}, 3, {v}, 9]"
+        assert whole_tokenizer(text, add_special_tokens=False)["input_ids"].count(ids[v]) == 2
+        assert whole_tokenizer.decode([ids[v]]) == str(v)
+    bpe = train_tiny_tokenizer(CORPUS, vocab_size=1024, numbers="bpe")
+    with pytest.raises(ValueError, match="--tokenizer-numbers whole"):
+        number_token_ids(bpe, 111)
+
+
+def test_spec_and_targets_from_annotations(whole_tokenizer):
+    spec = build_spec(whole_tokenizer, ["the red block", "the blue bar"], frame_size=56, max_objects=3)
+    assert spec.words == name_words(["the red block", "the blue bar"]) == ["bar", "block", "blue", "red"]
+    assert all(ids for ids in spec.word_token_ids) and spec.num_tokens == 3 * 5 + 2
+    objects, gripper = frame_targets([("the red block", [10, 12, 20, 22])], [5, 6], spec, image_size=112)
+    assert objects.shape == (3, 5 + 4)
+    np.testing.assert_allclose(objects[0, :5], [20, 24, 40, 44, 1])  # scaled 56 -> 112 px, valid
+    assert objects[0, 5:].tolist() == [0, 1, 0, 1]  # block, red
+    assert not objects[1:].any()  # no second or third object
+    np.testing.assert_allclose(gripper, [10, 12, 1])
+    _, none = frame_targets([], None, spec, image_size=112)
+    assert not none.any()
+
+
+def _scene(rng, size=48):
+    """A grey image with a red and a blue square at random places, their boxes and the 'gripper' (a white dot)."""
+    img = np.full((size, size, 3), 0.5, np.float32)
+    items = []
+    for name, colour in (("the red block", (1, 0, 0)), ("the blue block", (0, 0, 1))):
+        while True:
+            x, y, w = int(rng.integers(2, size - 12)), int(rng.integers(2, size - 12)), int(rng.integers(6, 10))
+            if all(abs(x - b[0]) > 11 or abs(y - b[1]) > 11 for _, b in items):
+                break
+        img[y : y + w, x : x + w] = colour
+        items.append((name, [x, y, x + w, y + w]))
+    gx, gy = int(rng.integers(2, size - 2)), int(rng.integers(2, size - 2))
+    img[gy - 1 : gy + 2, gx - 1 : gx + 2] = 1.0
+    return torch.from_numpy(img).permute(2, 0, 1) * 2 - 1, items, [gx, gy]
+
+
+def test_the_locator_learns_to_find_boxes_words_and_the_gripper(whole_tokenizer):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    spec = build_spec(whole_tokenizer, ["the red block", "the blue block"], frame_size=48, max_objects=2, channels=32)
+    loc = Locator(spec, image_size=48, llm_dim=16)
+    opt = torch.optim.AdamW(loc.parameters(), lr=3e-3)
+
+    def batch(n):
+        scenes = [_scene(rng) for _ in range(n)]
+        targets = [frame_targets(items, g, spec, 48) for _, items, g in scenes]
+        return (torch.stack([s[0] for s in scenes]), torch.stack([t[0] for t in targets]),
+                torch.stack([t[1] for t in targets]), scenes)
+
+    first = None
+    for _ in range(250):
+        px, objects, gripper, _ = batch(16)
+        loss = loc.loss(loc(px), objects, gripper)
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first / 4
+    px, objects, gripper, scenes = batch(32)
+    with torch.no_grad():
+        found = loc.find(loc(px))
+    errors, named = [], []
+    for i, (_, items, _) in enumerate(scenes):
+        for name, box in items:
+            centre = torch.tensor([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2])
+            centres = (found.boxes[i, :, :2] + found.boxes[i, :, 2:]) / 2
+            j = int(((centres - centre) ** 2).sum(-1).argmin())
+            errors.append(float(((centres[j] - centre) ** 2).sum().sqrt()))
+            colour = name.split()[1]
+            named.append(bool(found.word_probs[i, j, spec.words.index(colour)] > 0.5))
+    gripper_error = ((found.gripper - gripper[:, :2]) ** 2).sum(-1).sqrt()
+    assert np.median(errors) < 2.0, errors  # pixels, on images it never saw
+    assert np.mean(named) > 0.9
+    assert float(gripper_error.median()) < 2.0
+    assert found.present().all()
+
+
+def _locator_model(whole_tokenizer, seed=0):
+    from ecot.model.config import VLAConfig
+    from ecot.model.processor import VLAProcessor
+    from ecot.model.vla import VLA
+
+    spec = build_spec(whole_tokenizer, ["the red block", "the blue bar"], frame_size=112)
+    from tiny_policy import NORM_STATS
+
+    config = VLAConfig.preset("tiny-siglip", **{CONFIG_KEY: spec.to_dict()}, norm_stats=NORM_STATS)
+    torch.manual_seed(seed)
+    model = VLA(config).eval()
+    model.processor = VLAProcessor(config, whole_tokenizer)
+    return model
+
+
+def test_a_vla_with_a_locator_sees_its_tokens_trains_on_both_losses_and_round_trips(whole_tokenizer, tmp_path):
+    from ecot.model.vla import VLA
+
+    model = _locator_model(whole_tokenizer)
+    assert model.num_patches == 64 + model.locator.num_tokens
+    px = torch.randn(2, 3, 112, 112)
+    ids = whole_tokenizer(["push the red block", "push the red block"], return_tensors="pt")["input_ids"]
+    objects, gripper = frame_targets([("the red block", [10, 12, 20, 22])], [5, 6], model.config.locator, 112)
+    out = model(input_ids=ids, pixel_values=px, labels=ids, locator_objects=objects.expand(2, -1, -1),
+                locator_gripper=gripper.expand(2, -1))
+    assert out.logits.shape[1] == ids.shape[1] + model.num_patches
+    assert float(out.locator_loss) > 0
+    # The language model read the annotation's boxes (teacher forcing), not the untrained locator's.
+    forced = model.locator.findings_from_targets(objects.expand(2, -1, -1), gripper.expand(2, -1))
+    assert forced.present().tolist() == [[True, False, False, False]] * 2
+    embeds, mask, labels = model.embed_multimodal(ids, px, None, ids, forced)
+    reference = model.language_model(inputs_embeds=embeds, labels=labels)
+    torch.testing.assert_close(out.loss, reference.loss + out.locator_loss)
+    own = model(input_ids=ids, pixel_values=px, labels=ids)
+    assert not torch.allclose(own.logits, out.logits)
+    out.loss.backward()
+    assert model.locator.head.weight.grad.abs().sum() > 0  # the locator learns from its own loss
+    assert model.locator.slot_embed.grad.abs().sum() > 0  # its token embeddings from the language model's
+
+    model.save_pretrained(tmp_path / "ckpt")
+    saved = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert saved[CONFIG_KEY]["words"] == ["bar", "block", "blue", "red"]
+    loaded = VLA.from_pretrained(tmp_path / "ckpt", progress=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids, pixel_values=px).logits, model(input_ids=ids, pixel_values=px).logits)
+
+
+def test_the_policy_runtime_acts_with_a_locator(whole_tokenizer):
+    from ecot.policy import ECoTPolicy
+
+    model = _locator_model(whole_tokenizer, seed=1)
+    policy = ECoTPolicy(model, mode="full")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(2)]
+    singles = [policy.step(img, "push the red block to the left") for img in images]
+    for out in singles:
+        assert out.action.shape == (7,) and np.isfinite(out.action).all()
+        assert out.reasoning.problems == []
+    policy.reset()
+    batched = policy.step_batch(images, ["push the red block to the left"] * 2)
+    for a, b in zip(singles, batched):
+        assert a.text == b.text
+        np.testing.assert_array_equal(a.action, b.action)
