@@ -71,6 +71,24 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+class _Costs(dict):
+    """Seconds per stage, summed over every run of the same work directory (kept in ``cost.json``), so a
+    resumed benchmark reports what it cost in all, not only what its last run had left to do."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.before = json.loads(path.read_text()) if path.is_file() else {}
+        self.update(self.before)
+
+    def __setitem__(self, key: str, seconds: float) -> None:
+        super().__setitem__(key, self.before.get(key, 0.0) + seconds)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(self), indent=2))
+        tmp.replace(self.path)
+
+
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("MUJOCO_GL", "osmesa")
@@ -87,7 +105,7 @@ def main() -> None:
         raise SystemExit(f"unknown policies {unknown}; expected some of {list(POLICIES)}")
     out = Path(args.out)
     dataset, annotations = out / "dataset", out / "annotations"
-    cost: dict[str, float] = {}
+    cost = _Costs(out / "cost.json")
 
     t = time.perf_counter()
     collect(dataset, CollectConfig(task=args.task, split="seen", episodes=args.episodes, seed=args.seed,
@@ -156,7 +174,7 @@ def main() -> None:
                      f"{args.eval_episodes} closed-loop episodes per policy and split, {args.max_steps} steps each"),
             "value": results,
             "baseline": {"expert": results["expert"], "random": results["random"]},
-            "cost_s": {k: round(v, 1) for k, v in cost.items()},
+            "cost_s": {k: round(v, 1) for k, v in cost.items()},  # summed over every (resumed) run
             "report": str(report),
         },
     )
