@@ -128,3 +128,55 @@ def _merges_of(tokenizer) -> list[tuple[str, str]]:
     model = json.loads(tokenizer.to_str())["model"]
     merges = model.get("merges", [])
     return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+def number_token_ids_of(tokenizer, largest: int) -> dict[int, int]:
+    """``{value: token id}`` for the values 0..largest that are one token of their own (``numbers="whole"``)."""
+    out = {}
+    for v in range(largest + 1):
+        token = tokenizer.convert_tokens_to_ids(str(v))
+        if token is not None and token != tokenizer.unk_token_id:
+            out[v] = int(token)
+    return out
+
+
+def init_numeric_embeddings(model, tokenizer, largest: int, features: int = 64) -> int:
+    """Give the number tokens 0..largest embeddings that say which number they are.
+
+    A tiny model from scratch starts with unrelated random vectors for "57" and "58", and in a CPU
+    budget never learns their order, so it cannot compare a gripper coordinate with a box edge
+    (docs/quality.md, tenth round). Here the first ``features`` dimensions of each number token's
+    input and output embedding hold a ramp and sines and cosines of the value (low to high
+    frequency, so near values are near and every value is distinct), at the scale of the other
+    embeddings; the other dimensions keep their random start. Returns how many tokens it set."""
+    import math
+
+    import torch
+
+    ids = number_token_ids_of(tokenizer, largest)
+    if not ids:
+        return 0
+    tables = [model.language_model.get_input_embeddings().weight]
+    out = model.language_model.get_output_embeddings()
+    if out is not None and out.weight is not tables[0]:
+        tables.append(out.weight)
+    # Frequencies up to largest / 4 half-turns over the range: neighbours stay alike (a quarter turn apart at most).
+    top = max(1, largest // 4)
+    k = min(features, tables[0].shape[1], 1 + 2 * top)
+    with torch.no_grad():
+        values = torch.tensor(sorted(ids), dtype=torch.float32)
+        x = values / max(largest, 1)
+        cols = [2 * x - 1]
+        f = 1
+        while len(cols) < k:
+            cols.append(torch.sin(math.pi * f * x))
+            if len(cols) < k:
+                cols.append(torch.cos(math.pi * f * x))
+            f += 1
+        feats = torch.stack(cols[:k], dim=1)
+        rows = torch.tensor([ids[int(v)] for v in values.tolist()], dtype=torch.long)
+        for table in tables:
+            scale = float(table.std())
+            block = feats * scale * math.sqrt(2.0)
+            table[rows, :k] = block.to(table.dtype)
+    return len(ids)

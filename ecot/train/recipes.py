@@ -68,6 +68,9 @@ class RunConfig:
         False, "from-scratch presets: add the locator, a small CNN that finds the objects and the gripper and hands "
         "their boxes and points to the language model as tokens (ecot.model.locator; needs --tokenizer-numbers "
         "whole and the annotations' boxes)", group="run")
+    numeric_embeddings: bool = option(
+        False, "from-scratch presets with --tokenizer-numbers whole: start every coordinate token's embeddings with "
+        "its value (a ramp, sines and cosines), so the model can compare numbers from the first step", group="run")
     locator_pretrain_steps: int = option(
         300, "with --locator: first train the locator alone for N steps, so that its tokens are right when the "
         "language model starts learning to copy them (ecot.train.locator_pretrain)", group="run")
@@ -109,6 +112,9 @@ class RunConfig:
             if self.augment:
                 raise UsageError("--locator learns boxes in the image's pixels; --augment crops and shifts the image "
                                  "without moving them: use one or the other")
+        if self.numeric_embeddings and (self.model not in PRESETS or self.tokenizer_numbers != "whole"):
+            raise UsageError("--numeric-embeddings initializes a from-scratch preset's number tokens: it needs a preset "
+                             "--model and --tokenizer-numbers whole")
         if self.locator_pretrain_steps < 0:
             raise UsageError(f"locator_pretrain_steps must be >= 0, got {self.locator_pretrain_steps}")
         if self.eval_episodes is not None and self.eval_episodes < 0:
@@ -195,6 +201,15 @@ def _tokenizer_texts(steps: EpisodeSteps, reasoning: Any, style: str, join: str)
     return texts
 
 
+def _largest_number(tokenizer: Any) -> int:
+    """The largest integer that is one token of the tokenizer (its "whole" number tokens are 0..this)."""
+    vocab = tokenizer.get_vocab()
+    v = 0
+    while str(v + 1) in vocab:
+        v += 1
+    return v
+
+
 def _locator_frame(locator_targets: Any, config: Any) -> int:
     """The side of the annotated images (the frame of the chain's coordinates) the locator reports in."""
     sizes = sorted(locator_targets.frame_sizes) or [config.image_size]
@@ -241,6 +256,10 @@ def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: Episod
             config.extra[CONFIG_KEY] = spec.to_dict()
         torch.manual_seed(run.train.seed)
         model = VLA(config)
+        if run.numeric_embeddings:
+            from ecot.model.tokenizer import init_numeric_embeddings
+
+            init_numeric_embeddings(model, tokenizer, largest=_largest_number(tokenizer))
         return model, VLAProcessor(config, tokenizer)
     if not source.is_dir():
         raise FileNotFoundError(f"--model {run.model!r} is neither a preset ({sorted(PRESETS)}) nor a checkpoint directory")

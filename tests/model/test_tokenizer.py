@@ -80,3 +80,29 @@ def test_whole_numbers_make_each_coordinate_one_token_wherever_it_stands():
     assert bpe.tokenize(sample).count("65") < 2  # what "whole" changes
     with pytest.raises(ValueError, match="numbers must be one of"):
         train_tiny_tokenizer(texts, numbers="digits")
+
+
+def test_numeric_embeddings_say_which_number_a_token_is():
+    import torch
+
+    from ecot.model.config import VLAConfig
+    from ecot.model.tokenizer import init_numeric_embeddings, number_token_ids_of, train_tiny_tokenizer
+    from ecot.model.vla import VLA
+
+    tok = train_tiny_tokenizer(["the red block [3, 40, 111, 7]"], vocab_size=1024, numbers="whole")
+    torch.manual_seed(0)
+    model = VLA(VLAConfig.preset("tiny-siglip"))
+    emb_in = model.language_model.get_input_embeddings().weight
+    other = tok.convert_tokens_to_ids("▁red")
+    before = emb_in[other].clone()
+    assert init_numeric_embeddings(model, tok, largest=111, features=64) == 112
+    ids = number_token_ids_of(tok, 111)
+    for table in (emb_in, model.language_model.get_output_embeddings().weight):
+        feats = table[[ids[v] for v in range(112)], :64]
+        near = torch.cosine_similarity(feats[40], feats[41], dim=0)
+        far = torch.cosine_similarity(feats[40], feats[100], dim=0)
+        assert near > 0.6 and far < 0.2
+        assert torch.all(feats[1:, 0] > feats[:-1, 0])  # the ramp: larger numbers, larger first feature
+        assert len({tuple(r.tolist()) for r in feats}) == 112  # every value distinct
+        assert abs(float(feats.std()) / float(table.std()) - 1) < 0.5  # the scale of the other embeddings
+    torch.testing.assert_close(emb_in[other], before)  # other tokens keep their random start

@@ -152,3 +152,15 @@ def test_locator_refuses_what_it_cannot_use(sim_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="--features"):
         build_run(RunConfig(data=str(data), out=str(tmp_path / "nf"), recipe="no-reasoning", locator=True,
                             tokenizer_numbers="whole"))
+
+
+def test_numeric_embeddings_option(sim_data, tmp_path):
+    import torch
+
+    model, processor, _, _, _ = build_run(_run(sim_data, tmp_path, "ecot", tokenizer_numbers="whole",
+                                               numeric_embeddings=True))
+    emb = model.language_model.get_input_embeddings().weight
+    ids = [processor.tokenizer.convert_tokens_to_ids(str(v)) for v in (10, 11, 25)]
+    assert torch.cosine_similarity(emb[ids[0], :8], emb[ids[1], :8], dim=0) > 0.6
+    with pytest.raises(ValueError, match="--tokenizer-numbers whole"):
+        _run(sim_data, tmp_path, "ecot", numeric_embeddings=True)
