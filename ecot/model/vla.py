@@ -147,7 +147,7 @@ class VLA(nn.Module):
 
         With a locator and its targets (``locator_objects``, ``locator_gripper``: see
         :meth:`ecot.model.locator.Locator.loss`), the language model reads the targets as the locator's
-        tokens (teacher forcing), the loss is the language model's plus the locator's, and
+        tokens (teacher forcing; in training mode, the locator's own findings for some samples), the loss is the language model's plus the locator's, and
         ``output.locator_loss`` holds the latter."""
         if pixel_values is None:
             return self.language_model(
@@ -168,7 +168,8 @@ class VLA(nn.Module):
             if locator_gripper is None:
                 raise ValueError("locator_objects and locator_gripper go together")
             located = self.locator(pixel_values.to(self.projector.fc1.weight.dtype))
-            findings = self.locator.findings_from_targets(locator_objects, locator_gripper)
+            findings = (self.locator.training_findings(located, locator_objects, locator_gripper) if self.training
+                        else self.locator.findings_from_targets(locator_objects, locator_gripper))
         embeds, attention_mask, labels = self.embed_multimodal(input_ids, pixel_values, attention_mask, labels, findings)
         out = self.language_model(
             inputs_embeds=embeds,
