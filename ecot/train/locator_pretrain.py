@@ -9,7 +9,6 @@ hundred steps on a CPU); it keeps learning during the VLA's training afterwards.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ecot.train.pretrain_stage import load_cached, optimize, save_cached
 from ecot.train.samples import collate
-from ecot.train.schedule import make_scheduler
 
 CACHE_NAME = "locator_pretrain.pt"  # in the run directory: a restarted run does not pre-train again
 
@@ -44,10 +43,9 @@ def pretrain_locator(model: Any, train_data: Any, run_dir: str | Path, config: L
     if locator is None:
         raise ValueError("the model has no locator to pre-train (train with --locator)")
     cache = Path(run_dir) / CACHE_NAME
-    if cache.is_file():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
-        locator.load_state_dict(saved["locator"])
-        return {k: v for k, v in saved.items() if k != "locator"}
+    cached = load_cached(cache, locator, "locator")
+    if cached is not None:
+        return cached
     if len(train_data) == 0:
         raise ValueError("locator pre-training needs training samples")
     start = time.perf_counter()
@@ -61,32 +59,15 @@ def pretrain_locator(model: Any, train_data: Any, run_dir: str | Path, config: L
     def loss_on(b: dict) -> torch.Tensor:
         return locator.loss(locator(b["pixel_values"]), b["locator_objects"], b["locator_gripper"])
 
-    optimizer = torch.optim.AdamW(locator.parameters(), lr=cfg.lr)
-    schedule = make_scheduler(optimizer, "cosine", min(20, cfg.steps), cfg.steps)
     locator.train()
-    losses = []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(range(cfg.steps), desc="locator pre-training", disable=not progress)
-    for _ in bar:
-        loss = loss_on(batch(train_data, rng.integers(0, len(train_data), size=min(cfg.batch_size, len(train_data)))))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    locator.zero_grad(set_to_none=True)
-    figures: dict[str, Any] = {"steps": cfg.steps, "loss_first": round(float(np.mean(losses[:10])), 4),
-                               "loss_last": round(float(np.mean(losses[-10:])), 4)}
+    size = min(cfg.batch_size, len(train_data))
+    figures: dict[str, Any] = {"steps": cfg.steps, **optimize(
+        locator.parameters(), cfg.steps, cfg.lr, lambda: loss_on(batch(train_data, rng.integers(0, len(train_data), size))),
+        "locator pre-training", progress)}
     if eval_data is not None and len(eval_data):
         with torch.no_grad():
             keys = np.linspace(0, len(eval_data) - 1, num=min(64, len(eval_data))).astype(int)
             figures["eval_loss"] = round(float(loss_on(batch(eval_data, keys))), 4)
     figures["seconds"] = round(time.perf_counter() - start, 1)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    torch.save({"locator": locator.state_dict(), **figures}, tmp)
-    tmp.replace(cache)
-    (cache.parent / "locator_pretrain.json").write_text(json.dumps(figures, indent=2))
+    save_cached(cache, locator, "locator", figures)
     return figures

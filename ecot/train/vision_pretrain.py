@@ -16,7 +16,6 @@ truth (sim data) can be used, only the run's training episodes are (held-out one
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ecot.model.locator import name_words  # noqa: F401 - also this module's API
-from ecot.train.schedule import make_scheduler
+from ecot.train.pretrain_stage import load_cached, optimize, save_cached
 
 CACHE_NAME = "vision_pretrain.pt"  # in the run directory: a restarted run does not pre-train again
 GRIPPER_HALF_PX = 4.0  # the gripper target: a square of this half-size around its point (image pixels)
@@ -123,10 +122,9 @@ def pretrain_vision(model: Any, processor: Any, dataset: Any, episodes: Sequence
     cfg = config or VisionPretrainConfig()
     tower = model.vision_backbone
     cache = Path(run_dir) / CACHE_NAME
-    if cache.is_file():
-        saved = torch.load(cache, map_location="cpu", weights_only=True)
-        tower.load_state_dict(saved["vision_backbone"])
-        return {k: v for k, v in saved.items() if k != "vision_backbone"}
+    cached = load_cached(cache, tower, "vision_backbone")
+    if cached is not None:
+        return cached
     start = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -161,34 +159,21 @@ def pretrain_vision(model: Any, processor: Any, dataset: Any, episodes: Sequence
     check = perm[:n_check]
     train = perm[n_check:] if len(pixels_t) > 1 else perm
     heads = _Heads(tower.embed_dim, patch_tt.shape[-1], glob.shape[-1])
-    params = list(tower.parameters()) + list(heads.parameters())
     tower.requires_grad_(True)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    schedule = make_scheduler(optimizer, "cosine", min(20, cfg.steps), cfg.steps)
     covered = patch_tt[train].mean(dim=(0, 1)).clamp_min(1e-4)
     pos_weight = ((1 - covered) / covered).clamp(max=cfg.max_pos_weight)
     tower.train()
-    losses = []
-    bar = tqdm(range(cfg.steps), desc="vision pre-training", disable=not progress)
-    for _ in bar:
+
+    def step_loss() -> torch.Tensor:
         idx = train[torch.from_numpy(rng.integers(0, len(train), size=min(cfg.batch_size, len(train))))]
         patch_logits, glob_pred = heads(tower(pixels_t[idx]))
         # Most (patch, word) pairs are empty: weigh the covered ones up so "nothing anywhere" is no minimum.
-        loss = F.binary_cross_entropy_with_logits(patch_logits, patch_tt[idx], pos_weight=pos_weight) \
+        return F.binary_cross_entropy_with_logits(patch_logits, patch_tt[idx], pos_weight=pos_weight) \
             * patch_tt.shape[-1] + F.mse_loss(glob_pred, glob[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    tower.zero_grad(set_to_none=True)
-    figures = {"steps": cfg.steps, "frames": len(train), "words": words, "loss_first": round(float(np.mean(losses[:10])), 4),
-               "loss_last": round(float(np.mean(losses[-10:])), 4), **_check(tower, heads, pixels_t[check], patch_tt[check]),
-               "seconds": round(time.perf_counter() - start, 1)}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    torch.save({"vision_backbone": tower.state_dict(), **figures}, tmp)
-    tmp.replace(cache)
-    (cache.parent / "vision_pretrain.json").write_text(json.dumps(figures, indent=2))
+
+    losses = optimize(list(tower.parameters()) + list(heads.parameters()), cfg.steps, cfg.lr, step_loss,
+                      "vision pre-training", progress)
+    figures = {"steps": cfg.steps, "frames": len(train), "words": words, **losses,
+               **_check(tower, heads, pixels_t[check], patch_tt[check]), "seconds": round(time.perf_counter() - start, 1)}
+    save_cached(cache, tower, "vision_backbone", figures)
     return figures
