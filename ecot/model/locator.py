@@ -10,13 +10,14 @@ digits. The locator takes that read-out off the language model:
   object's name ("red", "block", ...) and the gripper's point on a grid of 4-pixel cells
   (CenterNet-style heatmaps with sub-cell offsets);
 * its findings enter the language model after the image patches as tokens it only has to copy:
-  for each of up to ``max_objects`` objects, a *name* token (the name words' token embeddings,
-  weighted by how sure the locator is of each word) and four *coordinate* tokens whose embeddings
-  are those of the box's coordinates as the tokenizer writes them; then two tokens for the gripper's
+  for each of up to ``max_objects`` objects (left to right), five tokens that all carry the name
+  words' token embeddings (weighted by how sure the locator is of each word), four of them also the
+  embedding of one box coordinate as the tokenizer writes it; then two tokens for the gripper's
   point. The language model still writes the whole chain and the action itself.
 * It is trained by its own loss on the annotations' boxes and gripper points (the same numbers
   the chain holds), beside the language-model loss. The coordinates are rounded to token ids, so
-  no gradient flows from the language model into the CNN.
+  no gradient flows from the language model into the CNN. In training the language model reads
+  the annotation's findings (teacher forcing) for some samples and the locator's own for the rest.
 
 The released architectures have no locator; a checkpoint has one when its ``config.json`` holds an
 ``ecot_locator`` entry (:class:`LocatorSpec`). It needs a tokenizer that writes every coordinate

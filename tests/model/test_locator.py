@@ -182,3 +182,27 @@ def test_the_policy_runtime_acts_with_a_locator(whole_tokenizer):
     for a, b in zip(singles, batched):
         assert a.text == b.text
         np.testing.assert_array_equal(a.action, b.action)
+
+
+def test_findings_are_ordered_left_to_right_and_training_mixes_in_the_locators_own(whole_tokenizer):
+    from ecot.model import locator as locmod
+    from ecot.model.locator import Findings
+
+    f = Findings(boxes=torch.tensor([[[50.0, 0, 60, 9], [90, 0, 99, 9], [10, 0, 20, 9]]]),
+                 scores=torch.tensor([[0.9, 0.2, 0.8]]), word_probs=torch.eye(3)[None], gripper=torch.zeros(1, 2))
+    o = f.ordered()
+    assert o.boxes[0, :, 0].tolist() == [10, 50, 90]  # present ones left to right, the absent one last
+    assert o.present().tolist() == [[True, True, False]]
+    assert o.word_probs[0].argmax(-1).tolist() == [2, 0, 1]  # each object keeps its words
+
+    spec = build_spec(whole_tokenizer, ["the red block"], frame_size=112, max_objects=2, channels=16)
+    loc = Locator(spec, image_size=112, llm_dim=16)
+    objects, gripper = frame_targets([("the red block", [10, 12, 20, 22])], [5, 6], spec, 112)
+    objects, gripper = objects.expand(64, -1, -1), gripper.expand(64, -1)
+    located = loc(torch.zeros(64, 3, 112, 112))
+    truth, own = loc.findings_from_targets(objects, gripper), loc.find(located)
+    mixed = loc.training_findings(located, objects, gripper, generator=torch.Generator().manual_seed(0))
+    from_truth = (mixed.gripper == truth.gripper).all(-1)
+    from_own = (mixed.gripper == own.gripper).all(-1)
+    assert bool((from_truth | from_own).all())
+    assert 0.3 < float(from_own.float().mean()) < 0.7 and locmod.OWN_FINDINGS_SHARE == 0.5
