@@ -147,8 +147,8 @@ class VLA(nn.Module):
 
         With a locator and its targets (``locator_objects``, ``locator_gripper``: see
         :meth:`ecot.model.locator.Locator.loss`), the language model reads the targets as the locator's
-        tokens (teacher forcing; in training mode, the locator's own findings for some samples), the loss is the language model's plus the locator's, and
-        ``output.locator_loss`` holds the latter."""
+        tokens (teacher forcing; in training mode, the locator's own findings for some samples), the
+        loss is the language model's plus the locator's, and ``output.locator_loss`` holds the latter."""
         if pixel_values is None:
             return self.language_model(
                 input_ids=input_ids,
