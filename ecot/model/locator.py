@@ -358,11 +358,14 @@ def number_token_ids(tokenizer: Any, largest: int) -> list[int]:
 
     Raises ValueError when a value is not a single token, the same wherever it stands: the
     locator's coordinate tokens must be the ids the model reads and writes in its chain."""
+    from ecot.model.tokenizer import number_token_ids_of
+
+    single = number_token_ids_of(tokenizer, largest)
     ids = []
     for v in range(largest + 1):
         found = tokenizer(f"[{v}, {v}]", add_special_tokens=False)["input_ids"]
-        token = tokenizer.convert_tokens_to_ids(str(v))
-        if token is None or token == tokenizer.unk_token_id or found.count(token) != 2:
+        token = single.get(v)
+        if token is None or found.count(token) != 2:
             raise ValueError(
                 f"the tokenizer does not write the coordinate {v} as one token of its own (it gives "
                 f"{tokenizer.convert_ids_to_tokens(found)}); the locator needs one token per coordinate value: "

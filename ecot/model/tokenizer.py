@@ -140,7 +140,16 @@ def number_token_ids_of(tokenizer, largest: int) -> dict[int, int]:
     return out
 
 
-def init_numeric_embeddings(model, tokenizer, largest: int, features: int = 64) -> int:
+def largest_whole_number(tokenizer) -> int:
+    """The largest integer that is one token of the tokenizer (its "whole" number tokens are 0..this)."""
+    vocab = tokenizer.get_vocab()
+    v = 0
+    while str(v + 1) in vocab:
+        v += 1
+    return v
+
+
+def init_numeric_embeddings(model, tokenizer, largest: int | None = None, features: int = 64) -> int:
     """Give the number tokens 0..largest embeddings that say which number they are.
 
     A tiny model from scratch starts with unrelated random vectors for "57" and "58", and in a CPU
@@ -148,11 +157,14 @@ def init_numeric_embeddings(model, tokenizer, largest: int, features: int = 64) 
     (docs/quality.md, tenth round). Here the first ``features`` dimensions of each number token's
     input and output embedding hold a ramp and sines and cosines of the value (low to high
     frequency, so near values are near and every value is distinct), at the scale of the other
-    embeddings; the other dimensions keep their random start. Returns how many tokens it set."""
+    embeddings; the other dimensions keep their random start. ``largest``: by default the tokenizer's
+    largest one-token number. Returns how many tokens it set."""
     import math
 
     import torch
 
+    if largest is None:
+        largest = largest_whole_number(tokenizer)
     ids = number_token_ids_of(tokenizer, largest)
     if not ids:
         return 0

@@ -201,13 +201,14 @@ def _tokenizer_texts(steps: EpisodeSteps, reasoning: Any, style: str, join: str)
     return texts
 
 
-def _largest_number(tokenizer: Any) -> int:
-    """The largest integer that is one token of the tokenizer (its "whole" number tokens are 0..this)."""
-    vocab = tokenizer.get_vocab()
-    v = 0
-    while str(v + 1) in vocab:
-        v += 1
-    return v
+def _locator_targets(features: Path | None, run: RunConfig):
+    """The boxes and gripper points a locator learns from (the features file), or a clear error without one."""
+    if features is None:
+        raise FileNotFoundError(f"the locator learns from the annotations' boxes, but no {FEATURES_NAME} was found "
+                                f"in {run.data}; pass --features DIR")
+    from ecot.train.data import LocatorTargets
+
+    return LocatorTargets(features)
 
 
 def _locator_frame(locator_targets: Any, config: Any) -> int:
@@ -259,7 +260,7 @@ def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: Episod
         if run.numeric_embeddings:
             from ecot.model.tokenizer import init_numeric_embeddings
 
-            init_numeric_embeddings(model, tokenizer, largest=_largest_number(tokenizer))
+            init_numeric_embeddings(model, tokenizer)
         return model, VLAProcessor(config, tokenizer)
     if not source.is_dir():
         raise FileNotFoundError(f"--model {run.model!r} is neither a preset ({sorted(PRESETS)}) nor a checkpoint directory")
@@ -305,14 +306,7 @@ def build_run(run: RunConfig):
                   f"episodes have reasoning ({coverage['coverage']:.0%}); the others train without it", file=sys.stderr)
     train_steps = EpisodeSteps(dataset, train_eps)
     eval_steps = EpisodeSteps(dataset, eval_eps) if eval_eps else None
-    locator_targets = None
-    if run.locator:
-        if features is None:
-            raise FileNotFoundError(f"the locator learns from the annotations' boxes, but no {FEATURES_NAME} was found "
-                                    f"in {run.data}; pass --features DIR")
-        from ecot.train.data import LocatorTargets
-
-        locator_targets = LocatorTargets(features)
+    locator_targets = _locator_targets(features, run) if run.locator else None
 
     from ecot.train import checkpoint as ckpt
 
@@ -340,12 +334,7 @@ def build_run(run: RunConfig):
     samples = sample_config(run)
     spec = model.config.locator
     if spec is not None and locator_targets is None:  # fine-tuning or resuming a model with a locator
-        if features is None:
-            raise FileNotFoundError(f"the model's locator learns from the annotations' boxes, but no {FEATURES_NAME} "
-                                    f"was found in {run.data}; pass --features DIR")
-        from ecot.train.data import LocatorTargets
-
-        locator_targets = LocatorTargets(features)
+        locator_targets = _locator_targets(features, run)
     located = {"locator_targets": locator_targets, "locator": spec} if spec is not None else {}
     train_data = StepDataset(train_steps, reasoning, processor, stats, samples, dataset_key, **located)
     train_data.reasoning_coverage = coverage  # logged in metrics.jsonl by the trainer
