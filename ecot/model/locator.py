@@ -37,6 +37,8 @@ from torch import nn
 CONFIG_KEY = "ecot_locator"  # the config.json entry that turns the locator on
 STRIDE = 4  # image pixels per heatmap cell
 TOKENS_PER_OBJECT = 5  # name, x0, y0, x1, y1
+RELATION_FEATURES = 6  # box x0, x1, centre x, y0, y1, centre y minus the gripper's point
+RELATION_SCALE = 16.0  # pixels of the chain's frame per unit of the relation MLP's input
 GRIPPER_TOKENS = 2
 PRESENT_THRESHOLD = 0.5  # centre score above which a found object is handed to the language model
 # In training, this share of the samples gives the language model the locator's own findings instead of the
@@ -56,6 +58,9 @@ class LocatorSpec:
     frame_size: int  # side of the frame the chain's coordinates are in (the annotated image), px
     max_objects: int = 4
     channels: int = 64
+    # Each object's tokens also carry where it lies relative to the gripper (signed pixel offsets of its
+    # box from the gripper's point, through a small learned MLP): docs/quality.md, round eleven.
+    relations: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,6 +77,8 @@ class LocatorSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.relations, bool):
+            problems.append(f"relations must be true or false, got {self.relations!r}")
         if problems:
             raise ValueError(f"invalid {CONFIG_KEY} entry: " + "; ".join(problems))
 
@@ -88,7 +95,7 @@ class LocatorSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> "LocatorSpec":
         if not isinstance(data, Mapping):
             raise ValueError(f"{CONFIG_KEY} must be an object, got {type(data).__name__}")
-        known = {"words", "word_token_ids", "number_token_ids", "frame_size", "max_objects", "channels"}
+        known = {"words", "word_token_ids", "number_token_ids", "frame_size", "max_objects", "channels", "relations"}
         missing = sorted({"words", "word_token_ids", "number_token_ids", "frame_size"} - set(data))
         if missing:
             raise ValueError(f"{CONFIG_KEY} lacks {missing}")
@@ -160,6 +167,11 @@ class Locator(nn.Module):
         self.slot_embed = nn.Parameter(torch.zeros(spec.max_objects + 1, llm_dim))  # last: the gripper
         self.field_embed = nn.Parameter(torch.zeros(TOKENS_PER_OBJECT + GRIPPER_TOKENS, llm_dim))
         self.presence_embed = nn.Parameter(torch.zeros(2, llm_dim))
+        # Signed offsets of an object's box (x0, x1, centre x, y0, y1, centre y) from the gripper's point ->
+        # one vector added to each of the object's tokens. Unlike the coordinate tokens, this is continuous, so
+        # the language model's loss shapes it: "is the gripper lined up behind the object" is one read-out.
+        self.relation = (nn.Sequential(nn.Linear(RELATION_FEATURES, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim))
+                         if spec.relations else None)
         self.rebuild_buffers(None)
         self._init_weights()
 
@@ -190,6 +202,11 @@ class Locator(nn.Module):
             self.head.bias[5 + len(self.spec.words)] = -2.19
         for p in (self.slot_embed, self.field_embed, self.presence_embed):
             nn.init.normal_(p, std=0.02)
+        if self.relation is not None:
+            for m in self.relation:
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
 
     @property
     def num_tokens(self) -> int:
@@ -277,11 +294,24 @@ class Locator(nn.Module):
         # the coordinate to copy in one attention hop (name and field match), not via the name token.
         objects = objects + (name + present)[:, :, None] + self.slot_embed[:m][None, :, None] \
             + self.field_embed[:TOKENS_PER_OBJECT][None, None]
+        if self.relation is not None:
+            objects = objects + self.relation_embeds(findings).to(objects.dtype)[:, :, None]
         gripper = self._number_embeds(findings.gripper, embed) + self.slot_embed[-1] \
             + self.field_embed[TOKENS_PER_OBJECT:][None]
         if m < self.spec.max_objects:  # a grid with fewer cells than objects: pad with absent slots
             objects = torch.cat([objects, objects.new_zeros(b, self.spec.max_objects - m, *objects.shape[2:])], 1)
         return torch.cat([objects.flatten(1, 2), gripper], dim=1)
+
+    def relation_embeds(self, findings: Findings) -> torch.Tensor:
+        """``[B, M, D]``: each present object's offset from the gripper through the relation MLP (0 if absent)."""
+        boxes, g = findings.boxes.float(), findings.gripper.float()[:, None]  # [B, M, 4], [B, 1, 2]
+        cx, cy = (boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2
+        gx, gy = g[..., 0], g[..., 1]
+        offsets = torch.stack([boxes[..., 0] - gx, boxes[..., 2] - gx, cx - gx,
+                               boxes[..., 1] - gy, boxes[..., 3] - gy, cy - gy], dim=-1) / RELATION_SCALE
+        weight = self.relation[0].weight
+        out = self.relation(offsets.to(weight.dtype))
+        return out * findings.present()[..., None].to(out.dtype)
 
     # ------------------------------------------------------------------ learning
 
@@ -375,7 +405,7 @@ def number_token_ids(tokenizer: Any, largest: int) -> list[int]:
 
 
 def build_spec(tokenizer: Any, names: Sequence[str], frame_size: int, max_objects: int = 4,
-               channels: int = 64) -> LocatorSpec:
+               channels: int = 64, relations: bool = False) -> LocatorSpec:
     """A :class:`LocatorSpec` for object ``names`` (their words are what it reports) and ``tokenizer``."""
     words = name_words(names)
     if not words:
@@ -383,7 +413,7 @@ def build_spec(tokenizer: Any, names: Sequence[str], frame_size: int, max_object
     word_ids = [list(tokenizer(f" {w}", add_special_tokens=False)["input_ids"]) for w in words]
     word_ids = [[i for i in ids if tokenizer.convert_ids_to_tokens(i) != "▁"] or ids for ids in word_ids]
     return LocatorSpec(words=words, word_token_ids=word_ids, number_token_ids=number_token_ids(tokenizer, frame_size - 1),
-                       frame_size=int(frame_size), max_objects=max_objects, channels=channels)
+                       frame_size=int(frame_size), max_objects=max_objects, channels=channels, relations=relations)
 
 
 def frame_targets(items: Sequence[tuple[str, Sequence[float]]], gripper: Sequence[float] | None, spec: LocatorSpec,

@@ -31,8 +31,8 @@ from ecot.options import option
 from ecot.train import checkpoint as ckpt
 from ecot.train import distributed as dist_utils
 from ecot.train.lora import LoraSettings, adapter_state_dict, apply_lora, is_peft, merged_state_dict
-from ecot.train.metrics import action_baselines, add_sums, batch_sums, reduce_sums, summarize
-from ecot.train.samples import collate
+from ecot.train.metrics import action_baselines, add_sums, batch_sums, reduce_sums, summarize, text_logits
+from ecot.train.samples import IGNORE_INDEX, SEG_ACTION, collate
 from ecot.train.sampler import ResumableSampler
 from ecot.train.schedule import SCHEDULES, make_scheduler
 
@@ -59,6 +59,9 @@ class TrainConfig:
     schedule: str = option("constant", choices=SCHEDULES, group=OPTIM)
     min_lr_ratio: float = option(0.0, group=OPTIM)  # cosine floor as a fraction of lr
     max_grad_norm: float = option(1.0, "0 disables clipping", group=OPTIM)
+    action_loss_weight: float = option(
+        1.0, "weight of each action token in the loss against a reasoning token's 1 (the action is 7 of ~200 "
+        "trained tokens per step)", group=OPTIM)
     precision: str = option("auto", "auto: bf16 autocast on GPU", choices=PRECISIONS, group=OPTIM)  # fp32 on CPU
     gradient_checkpointing: bool = option(False, group=OPTIM)
     finetune: str = option("full", choices=FINETUNE_MODES, group=OPTIM)
@@ -103,6 +106,9 @@ class TrainConfig:
         if self.weight_decay < 0 or self.max_grad_norm < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise UsageError("weight_decay and max_grad_norm must be >= 0 and min_lr_ratio in [0, 1], got "
                              f"{self.weight_decay}, {self.max_grad_norm}, {self.min_lr_ratio}")
+        if not (isinstance(self.action_loss_weight, (int, float)) and math.isfinite(self.action_loss_weight)
+                and self.action_loss_weight > 0):
+            raise UsageError(f"action_loss_weight must be a positive number, got {self.action_loss_weight!r}")
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
         self.betas = tuple(self.betas)
@@ -351,7 +357,8 @@ class Trainer:
                 sync = micro == cfg.grad_accum - 1
                 with dist_utils.set_grad_sync(self.model, self.strategy, sync):
                     out = self._forward(batch)
-                    (out.loss / cfg.grad_accum).backward()
+                    loss = out.loss if cfg.action_loss_weight == 1.0 else weighted_loss(out, batch, cfg.action_loss_weight)
+                    (loss / cfg.grad_accum).backward()
                 add_sums(sums, batch_sums(out.logits.detach(), batch, self.action_tokenizer, self.action_stats,
                                            locator_loss=out.get("locator_loss")))
                 interval_samples += int(batch["input_ids"].shape[0])
@@ -461,3 +468,17 @@ class Trainer:
             ckpt.write_atomically(Path(dest), lambda tmp: ckpt.save_model_dir(self.model_cls, self.model_config, model_sd, self.processor, tmp))
         dist_utils.barrier(self.info)
         return Path(dest)
+
+
+def weighted_loss(out: Any, batch: dict[str, Any], action_weight: float) -> torch.Tensor:
+    """``out.loss`` with each action token's cross-entropy counted ``action_weight`` times (the mean still over
+    all trained tokens, so weight 1 is the model's own loss; a locator's loss is kept as it is)."""
+    input_ids = batch["input_ids"].to(out.logits.device)
+    targets, seg = input_ids[:, 1:], batch["segments"].to(out.logits.device)[:, 1:]
+    trained = batch["labels"].to(out.logits.device)[:, 1:] != IGNORE_INDEX
+    action = (seg == SEG_ACTION) & trained
+    if not action.any():
+        return out.loss
+    shifted = text_logits(out.logits, input_ids.shape[1]).float()
+    token_loss = torch.nn.functional.cross_entropy(shifted[action], targets[action], reduction="sum")
+    return out.loss + (action_weight - 1.0) * token_loss / trained.sum().clamp_min(1)

@@ -206,3 +206,32 @@ def test_findings_are_ordered_left_to_right_and_training_mixes_in_the_locators_o
     from_own = (mixed.gripper == own.gripper).all(-1)
     assert bool((from_truth | from_own).all())
     assert 0.3 < float(from_own.float().mean()) < 0.7 and locmod.OWN_FINDINGS_SHARE == 0.5
+
+
+def test_relation_tokens_carry_each_objects_offset_from_the_gripper(whole_tokenizer, tmp_path):
+    from ecot.model.locator import Findings
+
+    with pytest.raises(ValueError, match="relations must be true or false"):
+        LocatorSpec.from_dict(dict(words=["red"], word_token_ids=[[5]], number_token_ids=[7, 8], frame_size=2,
+                                   relations="yes"))
+    spec = build_spec(whole_tokenizer, ["the red block"], frame_size=112, max_objects=2, channels=16, relations=True)
+    assert LocatorSpec.from_dict(spec.to_dict()).relations is True
+    plain = Locator(build_spec(whole_tokenizer, ["the red block"], frame_size=112, max_objects=2, channels=16),
+                    image_size=112, llm_dim=16)
+    assert plain.relation is None  # released-style locators (round ten's) are unchanged
+    loc = Locator(spec, image_size=112, llm_dim=16)
+    embed = torch.nn.Embedding(len(whole_tokenizer), 16)
+
+    def findings(gripper_x: float) -> Findings:  # one red block at x 40..60, the second slot absent
+        return Findings(boxes=torch.tensor([[[40.0, 30, 60, 50], [0, 0, 0, 0]]]), scores=torch.tensor([[0.9, 0.1]]),
+                        word_probs=torch.tensor([[[0.0, 1.0], [0.0, 0.0]]])[..., : len(spec.words)],
+                        gripper=torch.tensor([[gripper_x, 80.0]]))
+
+    left, right = loc.tokens(findings(20.0), embed), loc.tokens(findings(90.0), embed)
+    assert left.shape == (1, spec.num_tokens, 16)
+    # Only the present object's tokens change with the gripper's offset; the absent slot's do not.
+    assert not torch.allclose(left[:, :5], right[:, :5])
+    torch.testing.assert_close(left[:, 5:10], right[:, 5:10], atol=0, rtol=0)
+    # The relation layer learns from the language model's loss (the coordinates' token ids cannot).
+    loc.tokens(findings(20.0), embed).sum().backward()
+    assert loc.relation[0].weight.grad.abs().sum() > 0

@@ -131,6 +131,10 @@ def test_locator_trains_from_the_annotations_boxes_also_without_reasoning(sim_da
         assert spec.frame_size == 32 and {"red", "block"} & set(spec.words)  # the annotations' 32-px frame, words
         assert model.num_patches == 64 + spec.num_tokens
         assert CONFIG_KEY in json.loads((run / "final" / "config.json").read_text())
+        assert spec.relations is False and model.locator.relation is None  # --locator-relations is opt-in
+    model, _, _, _, _ = build_run(_run(sim_data, tmp_path / "relations", "ecot", locator=True, locator_relations=True,
+                                       tokenizer_numbers="whole"))
+    assert model.config.locator.relations is True and model.locator.relation is not None
     # the targets are the frame's boxes from the annotations, scaled to the model's pixels
     _, processor, train, _, _ = build_run(_run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole"))
     sample = train[(0, 0, 0)]
@@ -148,6 +152,8 @@ def test_locator_refuses_what_it_cannot_use(sim_data, tmp_path):
         _run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole", augment=True)
     with pytest.raises(ValueError, match="preset"):
         _run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole", model=str(tmp_path))
+    with pytest.raises(ValueError, match="--locator-relations .* needs --locator"):
+        _run(sim_data, tmp_path, "ecot", locator_relations=True, tokenizer_numbers="whole")
     data, _ = sim_data
     with pytest.raises(FileNotFoundError, match="--features"):
         build_run(RunConfig(data=str(data), out=str(tmp_path / "nf"), recipe="no-reasoning", locator=True,

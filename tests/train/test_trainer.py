@@ -188,6 +188,31 @@ def test_config_rejects_bad_values():
         TrainConfig(batch_size=0)
 
 
+def test_action_loss_weight_counts_each_action_token_that_many_times():
+    import torch.nn.functional as F
+
+    from ecot.train.samples import IGNORE_INDEX, SEG_ACTION
+    from ecot.train.trainer import weighted_loss
+
+    with pytest.raises(ValueError, match="action_loss_weight must be a positive number"):
+        TrainConfig(action_loss_weight=0)
+    episodes = make_episodes(2, 3)
+    reasoning = reasoning_for(episodes)
+    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
+    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig())
+    batch = collate([data[(i, i, 0)] for i in range(2)], processor.tokenizer.pad_token_id)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"], labels=batch["labels"])
+    torch.testing.assert_close(weighted_loss(out, batch, 1.0), out.loss)
+    # By hand: every trained token's cross-entropy, the action's counted 5 times, over the trained tokens.
+    shifted = out.logits[:, -batch["input_ids"].shape[1]: -1].float()
+    targets, trained = batch["input_ids"][:, 1:], batch["labels"][:, 1:] != IGNORE_INDEX
+    token_loss = F.cross_entropy(shifted.transpose(1, 2), targets, reduction="none")
+    weights = torch.where(batch["segments"][:, 1:] == SEG_ACTION, 5.0, 1.0) * trained
+    assert (batch["segments"][:, 1:][trained] == SEG_ACTION).sum() >= 7
+    torch.testing.assert_close(weighted_loss(out, batch, 5.0), (token_loss * weights).sum() / trained.sum())
+
+
 def test_freezing_checkpointing_bf16_and_accumulation(tmp_path):
     episodes = make_episodes(2, 3)
     reasoning = reasoning_for(episodes)
