@@ -14,6 +14,8 @@ digits. The locator takes that read-out off the language model:
   words' token embeddings (weighted by how sure the locator is of each word), four of them also the
   embedding of one box coordinate as the tokenizer writes it; then two tokens for the gripper's
   point. The language model still writes the whole chain and the action itself.
+* With ``relations`` on (``ecot train --locator-relations``), each object's tokens also carry its box's
+  signed offsets from the gripper's point through a small learned layer (docs/quality.md, round eleven).
 * It is trained by its own loss on the annotations' boxes and gripper points (the same numbers
   the chain holds), beside the language-model loss. The coordinates are rounded to token ids, so
   no gradient flows from the language model into the CNN. In training the language model reads
@@ -309,8 +311,7 @@ class Locator(nn.Module):
         gx, gy = g[..., 0], g[..., 1]
         offsets = torch.stack([boxes[..., 0] - gx, boxes[..., 2] - gx, cx - gx,
                                boxes[..., 1] - gy, boxes[..., 3] - gy, cy - gy], dim=-1) / RELATION_SCALE
-        weight = self.relation[0].weight
-        out = self.relation(offsets.to(weight.dtype))
+        out = self.relation(offsets.to(self.relation[0].weight.dtype))
         return out * findings.present()[..., None].to(out.dtype)
 
     # ------------------------------------------------------------------ learning
