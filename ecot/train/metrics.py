@@ -41,6 +41,25 @@ def text_logits(logits: torch.Tensor, seq_len: int) -> torch.Tensor:
     return logits[:, num_patches : num_patches + seq_len - 1]
 
 
+def shifted_text(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """``(logits [B, L-1, V] float, target ids, segments, trained mask)``, each for text tokens 1..L-1."""
+    input_ids = batch["input_ids"].to(logits.device)
+    shifted = text_logits(logits, input_ids.shape[1]).float()
+    trained = batch["labels"].to(logits.device)[:, 1:] != IGNORE_INDEX
+    return shifted, input_ids[:, 1:], batch["segments"].to(logits.device)[:, 1:], trained
+
+
+def weighted_loss(out: Any, batch: dict[str, Any], action_weight: float) -> torch.Tensor:
+    """``out.loss`` with each action token's cross-entropy counted ``action_weight`` times (the mean still over
+    all trained tokens, so weight 1 is the model's own loss; a locator's loss is kept as it is)."""
+    shifted, targets, seg, trained = shifted_text(out.logits, batch)
+    action = (seg == SEG_ACTION) & trained
+    if not action.any():
+        return out.loss
+    token_loss = F.cross_entropy(shifted[action], targets[action], reduction="sum")
+    return out.loss + (action_weight - 1.0) * token_loss / trained.sum().clamp_min(1)
+
+
 @torch.no_grad()
 def batch_sums(
     logits: torch.Tensor,
@@ -53,19 +72,11 @@ def batch_sums(
     """Sums and counts of the batch's metrics (see :data:`SUM_KEYS`); ``rows_out`` also collects the
     batch's :func:`action_rows` (from the same greedy predictions); ``locator_loss``: the model's
     locator loss on the batch, if it has a locator."""
-    input_ids = batch["input_ids"].to(logits.device)
-    labels = batch["labels"].to(logits.device)
-    segments = batch["segments"].to(logits.device)
-    seq_len = input_ids.shape[1]
-    shifted = text_logits(logits, seq_len).float()
-    targets = input_ids[:, 1:]
-    seg = segments[:, 1:]
-    lab = labels[:, 1:]
+    shifted, targets, seg, trained = shifted_text(logits, batch)
     token_loss = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1), reduction="none").view_as(targets)
     predictions = shifted.argmax(-1)
 
     out: dict[str, float] = {}
-    trained = lab != IGNORE_INDEX
     out["loss_sum"] = float(token_loss[trained].sum())
     out["loss_count"] = float(trained.sum())
     reasoning = seg == SEG_REASONING

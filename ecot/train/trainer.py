@@ -31,8 +31,8 @@ from ecot.options import option
 from ecot.train import checkpoint as ckpt
 from ecot.train import distributed as dist_utils
 from ecot.train.lora import LoraSettings, adapter_state_dict, apply_lora, is_peft, merged_state_dict
-from ecot.train.metrics import action_baselines, add_sums, batch_sums, reduce_sums, summarize, text_logits
-from ecot.train.samples import IGNORE_INDEX, SEG_ACTION, collate
+from ecot.train.metrics import action_baselines, add_sums, batch_sums, reduce_sums, summarize, weighted_loss
+from ecot.train.samples import collate
 from ecot.train.sampler import ResumableSampler
 from ecot.train.schedule import SCHEDULES, make_scheduler
 
@@ -468,17 +468,3 @@ class Trainer:
             ckpt.write_atomically(Path(dest), lambda tmp: ckpt.save_model_dir(self.model_cls, self.model_config, model_sd, self.processor, tmp))
         dist_utils.barrier(self.info)
         return Path(dest)
-
-
-def weighted_loss(out: Any, batch: dict[str, Any], action_weight: float) -> torch.Tensor:
-    """``out.loss`` with each action token's cross-entropy counted ``action_weight`` times (the mean still over
-    all trained tokens, so weight 1 is the model's own loss; a locator's loss is kept as it is)."""
-    input_ids = batch["input_ids"].to(out.logits.device)
-    targets, seg = input_ids[:, 1:], batch["segments"].to(out.logits.device)[:, 1:]
-    trained = batch["labels"].to(out.logits.device)[:, 1:] != IGNORE_INDEX
-    action = (seg == SEG_ACTION) & trained
-    if not action.any():
-        return out.loss
-    shifted = text_logits(out.logits, input_ids.shape[1]).float()
-    token_loss = torch.nn.functional.cross_entropy(shifted[action], targets[action], reduction="sum")
-    return out.loss + (action_weight - 1.0) * token_loss / trained.sum().clamp_min(1)
