@@ -10,6 +10,7 @@ loss of a model trained with the action-only mask is still reported.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -49,15 +50,44 @@ def shifted_text(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Ten
     return shifted, input_ids[:, 1:], batch["segments"].to(logits.device)[:, 1:], trained
 
 
-def weighted_loss(out: Any, batch: dict[str, Any], action_weight: float) -> torch.Tensor:
+def action_label_targets(true_ids: torch.Tensor, first_id: int, n_bins: int, sigma: float) -> torch.Tensor:
+    """Soft labels over the ``n_bins`` action ids (``[N, n_bins]``, rows sum to 1): a Gaussian of std ``sigma``
+    bins around each true id, integrated over each bin (HL-Gauss). The bins are evenly spaced, so neighbouring
+    ids stand for neighbouring values and a near miss is no longer as wrong as a far one."""
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0 bins for soft labels, got {sigma}")
+    centre = (true_ids - first_id).to(torch.float64)[:, None]
+    edges = torch.arange(n_bins + 1, dtype=torch.float64, device=true_ids.device)[None] - 0.5
+    cdf = 0.5 * (1 + torch.erf((edges - centre) / (sigma * math.sqrt(2.0))))
+    mass = cdf[:, 1:] - cdf[:, :-1]
+    return (mass / mass.sum(1, keepdim=True)).float()
+
+
+def weighted_loss(out: Any, batch: dict[str, Any], action_weight: float, label_sigma: float = 0.0,
+                  action_tokenizer: ActionTokenizer | None = None) -> torch.Tensor:
     """``out.loss`` with each action token's cross-entropy counted ``action_weight`` times (the mean still over
-    all trained tokens, so weight 1 is the model's own loss; a locator's loss is kept as it is)."""
+    all trained tokens, so weight 1 is the model's own loss; a locator's loss is kept as it is). With
+    ``label_sigma`` > 0 (bins; needs ``action_tokenizer``) an action token's target is
+    :func:`action_label_targets` instead of its one id."""
     shifted, targets, seg, trained = shifted_text(out.logits, batch)
     action = (seg == SEG_ACTION) & trained
     if not action.any():
         return out.loss
-    token_loss = F.cross_entropy(shifted[action], targets[action], reduction="sum")
-    return out.loss + (action_weight - 1.0) * token_loss / trained.sum().clamp_min(1)
+    logits, ids = shifted[action], targets[action]
+    token_loss = F.cross_entropy(logits, ids, reduction="none")
+    shaped = token_loss
+    if label_sigma > 0:
+        if action_tokenizer is None:
+            raise ValueError("soft action labels (label_sigma > 0) need the processor's action tokenizer")
+        first, n = action_tokenizer.first_id, action_tokenizer.n_bins
+        is_action_id = (ids >= first) & (ids < first + n)
+        if is_action_id.any():
+            soft = action_label_targets(ids[is_action_id], first, n, label_sigma)
+            log_p = logits[is_action_id].log_softmax(-1)[:, first : first + n]
+            shaped = token_loss.clone()
+            shaped[is_action_id] = -(soft * log_p).sum(-1)
+    extra = action_weight * shaped.sum() - token_loss.sum()
+    return out.loss + extra / trained.sum().clamp_min(1)
 
 
 @torch.no_grad()

@@ -62,6 +62,9 @@ class TrainConfig:
     action_loss_weight: float = option(
         1.0, "weight of each action token in the loss against a reasoning token's 1 (the action is 7 of ~200 "
         "trained tokens per step)", group=OPTIM)
+    action_label_sigma: float = option(
+        0.0, "soft action labels (HL-Gauss): each action token's target is a Gaussian of this std in bins over "
+        "the neighbouring bins, so a near miss costs less than a far one; 0: the one true bin", group=OPTIM)
     precision: str = option("auto", "auto: bf16 autocast on GPU", choices=PRECISIONS, group=OPTIM)  # fp32 on CPU
     gradient_checkpointing: bool = option(False, group=OPTIM)
     finetune: str = option("full", choices=FINETUNE_MODES, group=OPTIM)
@@ -109,6 +112,9 @@ class TrainConfig:
         if not (isinstance(self.action_loss_weight, (int, float)) and math.isfinite(self.action_loss_weight)
                 and self.action_loss_weight > 0):
             raise UsageError(f"action_loss_weight must be a positive number, got {self.action_loss_weight!r}")
+        if not (isinstance(self.action_label_sigma, (int, float)) and math.isfinite(self.action_label_sigma)
+                and self.action_label_sigma >= 0):
+            raise UsageError(f"action_label_sigma must be a number >= 0 (bins), got {self.action_label_sigma!r}")
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
         self.betas = tuple(self.betas)
@@ -197,6 +203,8 @@ class Trainer:
         self.eval_data = eval_data
         self.action_stats = action_stats
         self.action_tokenizer = getattr(processor, "action_tokenizer", None)
+        if config.action_label_sigma > 0 and self.action_tokenizer is None:
+            raise ValueError("action_label_sigma > 0 needs a processor with an action tokenizer")
         self.out_dir = Path(config.out_dir)
         self.info = dist_utils.setup(config.device)
         self.strategy = dist_utils.resolve_strategy(config.strategy, self.info)
@@ -357,7 +365,10 @@ class Trainer:
                 sync = micro == cfg.grad_accum - 1
                 with dist_utils.set_grad_sync(self.model, self.strategy, sync):
                     out = self._forward(batch)
-                    loss = out.loss if cfg.action_loss_weight == 1.0 else weighted_loss(out, batch, cfg.action_loss_weight)
+                    loss = out.loss
+                    if cfg.action_loss_weight != 1.0 or cfg.action_label_sigma > 0:
+                        loss = weighted_loss(out, batch, cfg.action_loss_weight, cfg.action_label_sigma,
+                                             self.action_tokenizer)
                     (loss / cfg.grad_accum).backward()
                 add_sums(sums, batch_sums(out.logits.detach(), batch, self.action_tokenizer, self.action_stats,
                                            locator_loss=out.get("locator_loss")))

@@ -255,3 +255,42 @@ def test_lora_resume_is_exact(tmp_path):
     assert resumed == reference
     state = ckpt.load_state(ckpt.latest_checkpoint(tmp_path / "run"))
     assert state["adapters"] and all("lora_" in k for k in state["adapters"])
+
+
+def test_action_label_sigma_spreads_each_action_target_over_its_neighbouring_bins():
+    import torch.nn.functional as F
+
+    from ecot.train.metrics import action_label_targets, weighted_loss
+    from ecot.train.samples import IGNORE_INDEX, SEG_ACTION
+
+    with pytest.raises(ValueError, match="action_label_sigma must be a number >= 0"):
+        TrainConfig(action_label_sigma=-1)
+    # The labels: centred on the true bin, symmetric, wider with sigma, clipped to the action range.
+    soft = action_label_targets(torch.tensor([1000 + 128, 1000]), 1000, 256, 2.0)
+    torch.testing.assert_close(soft.sum(1), torch.ones(2))
+    assert int(soft[0].argmax()) == 128 and torch.isclose(soft[0, 126], soft[0, 130])
+    assert 0.15 < float(soft[0, 128]) < 0.25 and float(soft[0, 120]) < 1e-4
+    assert int(soft[1].argmax()) == 0 and float(soft[1, 0]) > float(soft[0, 128])
+    assert float(action_label_targets(torch.tensor([1128]), 1000, 256, 8.0)[0, 128]) < 0.06
+
+    episodes = make_episodes(2, 3)
+    reasoning = reasoning_for(episodes)
+    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
+    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig())
+    batch = collate([data[(i, i, 0)] for i in range(2)], processor.tokenizer.pad_token_id)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"], labels=batch["labels"])
+    tok = processor.action_tokenizer
+    with pytest.raises(ValueError, match="action tokenizer"):
+        weighted_loss(out, batch, 1.0, 2.0)
+    # By hand: reasoning tokens keep their cross-entropy, each action token's target is the soft label.
+    shifted = out.logits[:, -batch["input_ids"].shape[1]: -1].float()
+    targets, trained = batch["input_ids"][:, 1:], batch["labels"][:, 1:] != IGNORE_INDEX
+    token_loss = F.cross_entropy(shifted.transpose(1, 2), targets, reduction="none")
+    action = (batch["segments"][:, 1:] == SEG_ACTION) & trained
+    log_p = shifted[action].log_softmax(-1)[:, tok.first_id : tok.first_id + tok.n_bins]
+    soft_loss = -(action_label_targets(targets[action], tok.first_id, tok.n_bins, 3.0) * log_p).sum(-1)
+    expected = (token_loss * (trained & ~action)).sum() + 2.0 * soft_loss.sum()
+    torch.testing.assert_close(weighted_loss(out, batch, 2.0, 3.0, tok), expected / trained.sum())
+    assert not torch.isclose(weighted_loss(out, batch, 1.0, 3.0, tok), out.loss)
+    torch.testing.assert_close(weighted_loss(out, batch, 1.0, 0.0, tok), out.loss)
