@@ -22,7 +22,7 @@ step (neither zero nor the expert's full 3 or 4 cm: the last step of a line-up, 
 must stop on the object's line), the median error of the decoded dx, dy and the share within 5 mm.
 
 Usage: python benchmarks/action_head_probe.py [--data DIR] [--heads regression,bins,...] [--sigma 10]
-       [--steps 3000] [--episodes 50] [--seed 0] [--max-steps 30] [--out-name action_head_probe]
+       [--steps 3000] [--lr 1e-3] [--episodes 50] [--seed 0] [--max-steps 30] [--out-name action_head_probe]
 Without --data it collects the demo's demonstrations (``ecot demo``'s recipe) under runs/.
 """
 
@@ -54,7 +54,7 @@ def fractional_steps(actions: np.ndarray) -> np.ndarray:
 
 
 def train_head(head: str, inputs: np.ndarray, actions: np.ndarray, train: np.ndarray, steps: int,
-               batch_size: int, sigma: float, seed: int = 0) -> tuple[Any, float]:
+               batch_size: int, sigma: float, lr: float = 1e-3, seed: int = 0) -> tuple[Any, float]:
     """Train the chain MLP with ``head``; returns (``inputs -> action[4]``, seconds)."""
     import torch
     import torch.nn.functional as F
@@ -77,7 +77,7 @@ def train_head(head: str, inputs: np.ndarray, actions: np.ndarray, train: np.nda
     if not regression:  # the same MLP, its last layer widened to 256 logits per dimension
         net[-1] = torch.nn.Linear(net[-1].in_features, dims * N_BINS)
     scale = torch.clamp(y[train].std(0), min=1e-3)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     train_idx = torch.nonzero(torch.tensor(train))[:, 0]
     t0 = time.perf_counter()
@@ -121,6 +121,7 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=10.0, help="the hl-gauss heads' label std, in bins")
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps per head (batch 64)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW's peak rate (cosine to 0)")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="base seed of the episodes (ecot eval's --seed)")
     parser.add_argument("--max-steps", type=int, default=30)
@@ -149,7 +150,7 @@ def main() -> None:
 
     value: dict[str, Any] = {}
     for head in heads:
-        act, seconds = train_head(head, inputs, actions, train, args.steps, args.batch_size, args.sigma)
+        act, seconds = train_head(head, inputs, actions, train, args.steps, args.batch_size, args.sigma, args.lr)
         predicted = np.stack([act(v) for v in inputs[held]])
         err = np.abs(predicted[:, :2] - actions[held][:, :2])[frac]
         value[head] = {
@@ -163,7 +164,7 @@ def main() -> None:
         "what": "the chain probe (an MLP on the task object's true box and the gripper's true pixel point) "
                 "trained with each action head on the same demonstrations and steps, in closed loop on the "
                 "same episodes",
-        "data": str(data), "sigma_bins": args.sigma, "train_steps": args.steps, "batch_size": args.batch_size,
+        "data": str(data), "sigma_bins": args.sigma, "train_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
         "episodes": args.episodes, "seed": args.seed, "max_steps": args.max_steps, "num_objects": num_objects,
         "image_size": image_size, "start": start, "camera": camera, "value": value,
     })

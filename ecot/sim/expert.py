@@ -41,14 +41,20 @@ class ExpertConfig:
     # "axis": each axis steps at most a fixed ``axis_speed`` towards the waypoint, with no noise or
     # pauses, so an action dimension takes few values (mostly -speed, 0, +speed): what a small policy
     # learns from few demonstrations.
+    # "grid": as "axis", but every step is a whole number of ``grid_step`` (the error rounded, so an axis
+    # stops within half a grid step of its waypoint): an action dimension takes a handful of values
+    # (0, +-1, ..., +-4 cm), each seen often, instead of a continuum of last steps (docs/quality.md, round twelve).
     style: str = "smooth"
     axis_speed: float = 0.04
+    grid_step: float = 0.01
 
     def __post_init__(self) -> None:
         if self.style not in EXPERT_STYLES:
             raise ValueError(f"unknown expert style {self.style!r}; expected one of {', '.join(EXPERT_STYLES)}")
         if not 0 < self.axis_speed <= 0.05:
             raise ValueError(f"axis_speed must be in (0, 0.05] m per step (the env's clip), got {self.axis_speed}")
+        if not 0 < self.grid_step <= self.axis_speed:
+            raise ValueError(f"grid_step must be in (0, axis_speed] m, got {self.grid_step}")
 
 
 def _wrap(a: float) -> float:
@@ -321,15 +327,20 @@ class ScriptedExpert:
             err = goal - state[:3]
             yaw_err = _wrap(yaw_goal - float(state[5]))
             reached = np.linalg.norm(err) < (ph.tolerance or c.tolerance) and abs(yaw_err) < 0.05
+            if c.style == "grid" and abs(yaw_err) < 0.05 and np.all(self._grid_step(err, ph) == 0):
+                reached = True  # every axis within half a grid step: the grid cannot get closer
             if ph.done is not None and ph.done():
                 reached = True
             if reached or self.phase_steps >= ph.max_steps:
                 self._next()
                 continue
             self.phase_steps += 1
-            if c.style == "axis":
-                speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
-                step = np.where(np.abs(err) < AXIS_DEADBAND, 0.0, np.clip(err, -speed, speed))
+            if c.style in ("axis", "grid"):
+                if c.style == "grid":
+                    step = self._grid_step(err, ph)
+                else:
+                    speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
+                    step = np.where(np.abs(err) < AXIS_DEADBAND, 0.0, np.clip(err, -speed, speed))
                 dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
                 if self.planar and abs(yaw_err) < PLANAR_YAW_DEADBAND:
                     dyaw = 0.0
@@ -344,6 +355,13 @@ class ScriptedExpert:
             dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
             return np.array([step[0], step[1], step[2], 0.0, 0.0, dyaw, ph.gripper], dtype=np.float32)
         return np.array([0, 0, 0, 0, 0, 0, 1.0 if self.env.gripper_open else 0.0], dtype=np.float32)
+
+    def _grid_step(self, err: np.ndarray, ph: _Phase) -> np.ndarray:
+        """The "grid" style's translation: each axis's error rounded to whole grid steps, capped at the speed."""
+        c = self.config
+        speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
+        units = np.minimum(np.round(np.abs(err) / c.grid_step), math.floor(speed / c.grid_step + 1e-9))
+        return np.sign(err) * units * c.grid_step
 
     def _next(self) -> None:
         self.index += 1

@@ -237,6 +237,29 @@ def test_axis_expert_steps_at_a_fixed_speed_per_axis_and_succeeds(family):
         assert np.mean(np.isclose(moves, 0) | np.isclose(moves, speed) | np.isclose(moves, 0.03)) > 0.7
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_grid_expert_steps_whole_grid_units_per_axis_and_succeeds(family):
+    """The "grid" expert: every translation is a whole number of grid steps (1 cm), at most the axis
+    speed, so a dimension takes a handful of values, and it still achieves the task from either start."""
+    from ecot.sim.collect import record_episode
+    from ecot.sim.expert import ExpertConfig
+
+    config = ExpertConfig()
+    starts = ("home", "table") if family == "push" else ("home",)
+    for start in starts:
+        with TabletopEnv(SimConfig(image_size=64, num_objects=2, start=start)) as e:
+            episodes = [record_episode(e, seed, family, "seen", stop_at_success=True, expert_style="grid")
+                        for seed in (0, 1)]
+        for ep in episodes:
+            assert ep.metadata["success"], f"{family} from {start}: the grid expert failed seed {ep.metadata['seed']}"
+            units = ep.actions[:, :3] / config.grid_step
+            np.testing.assert_allclose(units, np.round(units), atol=1e-4)
+            assert np.all(np.abs(ep.actions[:, :3]) <= config.axis_speed + 1e-6)
+            assert len(np.unique(np.round(units[:, :2]))) <= 9
+    with pytest.raises(ValueError, match="grid_step"):
+        ExpertConfig(style="grid", grid_step=0.05)
+
+
 def test_stop_at_success_ends_the_demonstration_at_the_first_success():
     from ecot.sim.collect import record_episode
 
