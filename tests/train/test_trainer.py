@@ -188,6 +188,18 @@ def test_config_rejects_bad_values():
         TrainConfig(batch_size=0)
 
 
+def _two_sample_forward():
+    """(processor, a batch of two training samples, the tiny model's output on it with labels)."""
+    episodes = make_episodes(2, 3)
+    reasoning = reasoning_for(episodes)
+    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
+    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig())
+    batch = collate([data[(i, i, 0)] for i in range(2)], processor.tokenizer.pad_token_id)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                pixel_values=batch["pixel_values"], labels=batch["labels"])
+    return processor, batch, out
+
+
 def test_action_loss_weight_counts_each_action_token_that_many_times():
     import torch.nn.functional as F
 
@@ -196,13 +208,7 @@ def test_action_loss_weight_counts_each_action_token_that_many_times():
 
     with pytest.raises(ValueError, match="action_loss_weight must be a positive number"):
         TrainConfig(action_loss_weight=0)
-    episodes = make_episodes(2, 3)
-    reasoning = reasoning_for(episodes)
-    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
-    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig())
-    batch = collate([data[(i, i, 0)] for i in range(2)], processor.tokenizer.pad_token_id)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                pixel_values=batch["pixel_values"], labels=batch["labels"])
+    processor, batch, out = _two_sample_forward()
     torch.testing.assert_close(weighted_loss(out, batch, 1.0), out.loss)
     # By hand: every trained token's cross-entropy, the action's counted 5 times, over the trained tokens.
     shifted = out.logits[:, -batch["input_ids"].shape[1]: -1].float()
@@ -273,13 +279,7 @@ def test_action_label_sigma_spreads_each_action_target_over_its_neighbouring_bin
     assert int(soft[1].argmax()) == 0 and float(soft[1, 0]) > float(soft[0, 128])
     assert float(action_label_targets(torch.tensor([1128]), 1000, 256, 8.0)[0, 128]) < 0.06
 
-    episodes = make_episodes(2, 3)
-    reasoning = reasoning_for(episodes)
-    model, processor, stats = tiny_model_and_processor(episodes, reasoning)
-    data = StepDataset(EpisodeSteps(episodes), reasoning, processor, stats, SampleConfig())
-    batch = collate([data[(i, i, 0)] for i in range(2)], processor.tokenizer.pad_token_id)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                pixel_values=batch["pixel_values"], labels=batch["labels"])
+    processor, batch, out = _two_sample_forward()
     tok = processor.action_tokenizer
     with pytest.raises(ValueError, match="action tokenizer"):
         weighted_loss(out, batch, 1.0, 2.0)
