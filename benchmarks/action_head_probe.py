@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import closed_loop, comma_choices, write_result  # noqa: E402
-from benchmarks.chain_sufficiency import demo_data, load_steps, make_net, probe_policy, read_episodes  # noqa: E402
+from benchmarks.chain_sufficiency import closed_loop_settings, demo_data, load_steps, make_net, probe_policy  # noqa: E402
 
 HEADS = ("regression", "bins", "bins-expected", "hl-gauss", "hl-gauss-expected")
 N_BINS = 256  # OpenVLA's action bins
@@ -132,17 +132,9 @@ def main() -> None:
         parser.error("--steps, --batch-size and --episodes must be at least 1, --sigma above 0")
     import torch
 
-    from ecot.data import open_dataset
-    from ecot.provenance import collection_settings
-
     torch.set_num_threads(1)
     data = Path(args.data) if args.data else demo_data(Path("runs/chain_sufficiency"), seed=0)
-    first = read_episodes(data)[0]
-    image_size, num_objects = int(first.images.shape[2]), len(first.ground_truth.object_names)
-    settings = collection_settings(open_dataset(data))
-    start, camera = settings.get("start", "home"), settings.get("camera", "main")
-    loop = dict(task="push", split="seen", episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
-                num_objects=num_objects, image_size=image_size, start=start, camera=camera)
+    loop = closed_loop_settings(data, args.episodes, args.seed, args.max_steps)
     inputs, _, actions, episode = load_steps(data, "chain")
     n_train_eps = max(1, int(round((episode.max() + 1) * 0.9)))  # as the chain probe: the last 10 % held out
     train, held = episode < n_train_eps, episode >= n_train_eps
@@ -165,8 +157,8 @@ def main() -> None:
                 "trained with each action head on the same demonstrations and steps, in closed loop on the "
                 "same episodes",
         "data": str(data), "sigma_bins": args.sigma, "train_steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-        "episodes": args.episodes, "seed": args.seed, "max_steps": args.max_steps, "num_objects": num_objects,
-        "image_size": image_size, "start": start, "camera": camera, "value": value,
+        **{k: loop[k] for k in ("episodes", "seed", "max_steps", "num_objects", "image_size", "start", "camera")},
+        "value": value,
     })
 
 

@@ -240,6 +240,19 @@ def demo_data(root: Path, seed: int) -> Path:
     return out
 
 
+def closed_loop_settings(data: Path, episodes: int, seed: int, max_steps: int) -> dict:
+    """:func:`closed_loop`'s keyword arguments for seen push episodes that start and look as the
+    demonstrations in ``data`` did (their image size, object count, start region and camera)."""
+    from ecot.data import open_dataset
+    from ecot.provenance import collection_settings
+
+    first = read_episodes(data)[0]
+    settings = collection_settings(open_dataset(data))
+    return dict(task="push", split="seen", episodes=episodes, seed=seed, max_steps=max_steps,
+                num_objects=len(first.ground_truth.object_names), image_size=int(first.images.shape[2]),
+                start=settings.get("start", "home"), camera=settings.get("camera", "main"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="a collected sim push dataset with ground truth (default: the demo's, collected)")
@@ -256,18 +269,12 @@ def main() -> None:
         parser.error("--steps, --batch-size and --episodes must be at least 1")
     import torch
 
-    from ecot.data import open_dataset
     from ecot.eval.policies import ExpertPolicy, EvalPolicy, StepOutput, hold_action
-    from ecot.provenance import collection_settings
 
     torch.set_num_threads(1)
     data = Path(args.data) if args.data else demo_data(Path("runs/chain_sufficiency"), seed=0)
-    first = read_episodes(data)[0]
-    image_size, num_objects = int(first.images.shape[2]), len(first.ground_truth.object_names)
-    settings = collection_settings(open_dataset(data))  # rollouts start and look as the demonstrations did
-    start, camera = settings.get("start", "home"), settings.get("camera", "main")
-    loop = dict(task="push", split="seen", episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
-                num_objects=num_objects, image_size=image_size, start=start, camera=camera)
+    loop = closed_loop_settings(data, args.episodes, args.seed, args.max_steps)
+    image_size, num_objects, start, camera = (loop[k] for k in ("image_size", "num_objects", "start", "camera"))
 
     class ZeroMotion(EvalPolicy):
         def act(self, obs: dict, instruction: str) -> StepOutput:

@@ -57,6 +57,12 @@ class ExpertConfig:
             raise ValueError(f"grid_step must be in (0, axis_speed] m, got {self.grid_step}")
 
 
+def _grid_translation(err: np.ndarray, speed: float, unit: float) -> np.ndarray:
+    """The "grid" style's translation: each axis's error rounded to whole ``unit`` steps, capped at ``speed``."""
+    units = np.minimum(np.round(np.abs(err) / unit), math.floor(speed / unit + 1e-9))
+    return np.sign(err) * units * unit
+
+
 def _wrap(a: float) -> float:
     return (a + math.pi) % (2 * math.pi) - math.pi
 
@@ -326,8 +332,10 @@ class ScriptedExpert:
             goal, yaw_goal = ph.target()
             err = goal - state[:3]
             yaw_err = _wrap(yaw_goal - float(state[5]))
+            speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
+            grid = _grid_translation(err, speed, c.grid_step) if c.style == "grid" else None
             reached = np.linalg.norm(err) < (ph.tolerance or c.tolerance) and abs(yaw_err) < 0.05
-            if c.style == "grid" and abs(yaw_err) < 0.05 and np.all(self._grid_step(err, ph) == 0):
+            if grid is not None and abs(yaw_err) < 0.05 and not grid.any():
                 reached = True  # every axis within half a grid step: the grid cannot get closer
             if ph.done is not None and ph.done():
                 reached = True
@@ -336,10 +344,9 @@ class ScriptedExpert:
                 continue
             self.phase_steps += 1
             if c.style in ("axis", "grid"):
-                if c.style == "grid":
-                    step = self._grid_step(err, ph)
+                if grid is not None:
+                    step = grid
                 else:
-                    speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
                     step = np.where(np.abs(err) < AXIS_DEADBAND, 0.0, np.clip(err, -speed, speed))
                 dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
                 if self.planar and abs(yaw_err) < PLANAR_YAW_DEADBAND:
@@ -355,13 +362,6 @@ class ScriptedExpert:
             dyaw = float(np.clip(yaw_err, -c.yaw_speed, c.yaw_speed))
             return np.array([step[0], step[1], step[2], 0.0, 0.0, dyaw, ph.gripper], dtype=np.float32)
         return np.array([0, 0, 0, 0, 0, 0, 1.0 if self.env.gripper_open else 0.0], dtype=np.float32)
-
-    def _grid_step(self, err: np.ndarray, ph: _Phase) -> np.ndarray:
-        """The "grid" style's translation: each axis's error rounded to whole grid steps, capped at the speed."""
-        c = self.config
-        speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
-        units = np.minimum(np.round(np.abs(err) / c.grid_step), math.floor(speed / c.grid_step + 1e-9))
-        return np.sign(err) * units * c.grid_step
 
     def _next(self) -> None:
         self.index += 1
