@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 # The scripted expert's motion styles (ecot.sim.expert), here so CLI options can name them without numpy.
-EXPERT_STYLES = ("smooth", "axis", "grid")
+EXPERT_STYLES = ("smooth", "axis", "grid", "sign")
 
 _EXPORTS = {
     "TabletopEnv": "ecot.sim.env",

@@ -52,7 +52,8 @@ class CollectConfig:
     post_success_steps: int = option(POST_SUCCESS_STEPS, "with --stop-at-success: steps recorded after the task is "
                                      "achieved, the motion going on (0: end at success on a no-motion frame)")
     expert_style: str = option("smooth", "smooth: human-like straight moves with noise and pauses; axis: "
-                               "fixed-speed steps per axis, no noise; grid: as axis, every step a whole number of cm", choices=EXPERT_STYLES)
+                               "fixed-speed steps per axis, no noise; grid: as axis, every step a whole number of cm; sign: "
+                               "every step 2 cm or none per axis (three values)", choices=EXPERT_STYLES)
     # DART-style recovery data: the executed translation gets this much Gaussian noise (m, per axis)
     # while the recorded action stays the expert's, so off-path states carry corrective labels.
     action_noise: float = option(0.0, "std (m) of Gaussian noise added to the executed translation while the "

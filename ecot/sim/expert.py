@@ -44,9 +44,13 @@ class ExpertConfig:
     # "grid": as "axis", but every step is a whole number of ``grid_step`` (the error rounded, so an axis
     # stops within half a grid step of its waypoint): an action dimension takes a handful of values
     # (0, +-1, ..., +-4 cm), each seen often, instead of a continuum of last steps (docs/quality.md, round twelve).
+    # "sign": every step moves each axis by exactly ``sign_step`` towards its waypoint, or not at all when
+    # within half of it: an action dimension takes three values (-step, 0, +step), so choosing an action
+    # is choosing a direction, and closed loop corrects an overshoot by a step back.
     style: str = "smooth"
     axis_speed: float = 0.04
     grid_step: float = 0.01
+    sign_step: float = 0.02
 
     def __post_init__(self) -> None:
         if self.style not in EXPERT_STYLES:
@@ -55,6 +59,8 @@ class ExpertConfig:
             raise ValueError(f"axis_speed must be in (0, 0.05] m per step (the env's clip), got {self.axis_speed}")
         if not 0 < self.grid_step <= self.axis_speed:
             raise ValueError(f"grid_step must be in (0, axis_speed] m, got {self.grid_step}")
+        if not 0 < self.sign_step <= 0.05:
+            raise ValueError(f"sign_step must be in (0, 0.05] m per step (the env's clip), got {self.sign_step}")
 
 
 def _grid_translation(err: np.ndarray, speed: float, unit: float) -> np.ndarray:
@@ -333,7 +339,11 @@ class ScriptedExpert:
             err = goal - state[:3]
             yaw_err = _wrap(yaw_goal - float(state[5]))
             speed = min(c.axis_speed, ph.speed) if ph.speed else c.axis_speed
-            grid = _grid_translation(err, speed, c.grid_step) if c.style == "grid" else None
+            grid = None
+            if c.style == "grid":
+                grid = _grid_translation(err, speed, c.grid_step)
+            elif c.style == "sign":  # one whole step of sign_step, or none (the phase's speed is ignored)
+                grid = _grid_translation(err, c.sign_step, c.sign_step)
             reached = np.linalg.norm(err) < (ph.tolerance or c.tolerance) and abs(yaw_err) < 0.05
             if grid is not None and abs(yaw_err) < 0.05 and not grid.any():
                 reached = True  # every axis within half a grid step: the grid cannot get closer
@@ -343,7 +353,7 @@ class ScriptedExpert:
                 self._next()
                 continue
             self.phase_steps += 1
-            if c.style in ("axis", "grid"):
+            if c.style in ("axis", "grid", "sign"):
                 if grid is not None:
                     step = grid
                 else:

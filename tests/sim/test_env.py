@@ -260,6 +260,28 @@ def test_grid_expert_steps_whole_grid_units_per_axis_and_succeeds(family):
         ExpertConfig(style="grid", grid_step=0.05)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sign_expert_moves_each_axis_one_fixed_step_or_not_at_all_and_succeeds(family):
+    """The "sign" expert: every translation is -step, 0 or +step per axis (three values, so the policy
+    chooses a direction, not a distance), and it still achieves the task from either start."""
+    from ecot.sim.collect import record_episode
+    from ecot.sim.expert import ExpertConfig
+
+    step = ExpertConfig().sign_step
+    starts = ("home", "table") if family == "push" else ("home",)
+    for start in starts:
+        with TabletopEnv(SimConfig(image_size=64, num_objects=2, start=start)) as e:
+            episodes = [record_episode(e, seed, family, "seen", stop_at_success=True, expert_style="sign")
+                        for seed in (1, 2)]
+        for ep in episodes:
+            assert ep.metadata["success"], f"{family} from {start}: the sign expert failed seed {ep.metadata['seed']}"
+            values = np.unique(np.round(ep.actions[:, :3] / step, 4))
+            assert set(values.tolist()) <= {-1.0, 0.0, 1.0}, values
+            assert np.any(np.abs(ep.actions[:, :2]) > 0)  # it does move
+    with pytest.raises(ValueError, match="sign_step"):
+        ExpertConfig(style="sign", sign_step=0.06)
+
+
 def test_stop_at_success_ends_the_demonstration_at_the_first_success():
     from ecot.sim.collect import record_episode
 
