@@ -39,6 +39,10 @@ class SampleConfig:
     exclude_tags: tuple[str, ...] = ()  # tags always removed
     reasoning_dropout: float = 0.0  # ECoT-Lite: probability that the whole reasoning is dropped
     reasoning_until: int | None = None  # ECoT-Lite pre-training: reasoning only for positions < this, none after
+    # With this probability a sample shows the image of another random step and trains only its action
+    # tokens: the image then says nothing about the action, so the action must be read from the chain
+    # (docs/quality.md, round thirteen: otherwise the action follows the image, not the MOVE it wrote).
+    action_image_shuffle: float = 0.0
     augment: bool = False
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     join: str = "aligned"
@@ -46,7 +50,7 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         check_loss_mask(self.loss_mask)
-        for name in ("tag_dropout", "reasoning_dropout"):
+        for name in ("tag_dropout", "reasoning_dropout", "action_image_shuffle"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
@@ -188,6 +192,12 @@ class StepDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng(seed)
         reasoning = apply_dropout(self.reasoning_text(step), self.config, rng, position)
         action = np.asarray(step.action, dtype=np.float64)
+        shown = step  # the step whose image the sample shows
+        # (not without reasoning: then nothing but the image says what the action is)
+        shuffled = bool(reasoning) and self.config.action_image_shuffle > 0 and rng.random() < self.config.action_image_shuffle
+        if shuffled and len(self.steps) > 1:
+            other = int(rng.integers(len(self.steps) - 1))
+            shown = self.steps.get(other + (other >= index))  # any step but this one
         sample = build_text_sample(
             self.tokenizer,
             self.action_tokenizer,
@@ -195,10 +205,10 @@ class StepDataset(torch.utils.data.Dataset):
             reasoning,
             self.stats.action.normalize(action),
             self.style,
-            self.config.loss_mask,
+            "action" if shown is not step else self.config.loss_mask,  # the chain does not describe that image
             self.config.max_length,
         )
-        image = Image.fromarray(np.asarray(step.image))
+        image = Image.fromarray(np.asarray(shown.image))
         if self.config.augment:
             image = augment_image(image, rng, self.config.augment_config)
         out = {
@@ -211,7 +221,7 @@ class StepDataset(torch.utils.data.Dataset):
         if self.locator is not None:
             from ecot.model.locator import frame_targets
 
-            items, point = self.locator_targets.get(step)
+            items, point = self.locator_targets.get(shown)
             out["locator_objects"], out["locator_gripper"] = frame_targets(items, point, self.locator,
                                                                            self.processor.config.image_size)
         return out

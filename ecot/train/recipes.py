@@ -56,6 +56,9 @@ class RunConfig:
     join: str = option("aligned", "reasoning join (original: Bridge one-step offset)", choices=sorted(JOIN_MODES),
                        group="samples")
     augment: bool = option(False, "OpenVLA image augmentation (crop + colour jitter)", group="samples")
+    action_image_shuffle: float = option(
+        0.0, "probability that a sample shows another step's image and trains only its action tokens, so the "
+        "action must follow the written chain rather than the image", group="samples")
     vision_pretrain_steps: int = option(
         0, "first train the vision tower alone on the sim's ground truth for N steps (from-scratch presets; "
         "ecot.train.vision_pretrain)", group="run")
@@ -95,7 +98,7 @@ class RunConfig:
             raise UsageError(f"unknown loss mask {self.loss_mask!r}; expected one of {sorted(LOSS_MASKS)}")
         if not 0.0 < self.pretrain_fraction <= 1.0:
             raise UsageError(f"pretrain_fraction must be in (0, 1], got {self.pretrain_fraction}")
-        for name in ("tag_dropout", "reasoning_dropout"):
+        for name in ("tag_dropout", "reasoning_dropout", "action_image_shuffle"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise UsageError(f"{name} must be a probability in [0, 1], got {value}")
@@ -160,6 +163,7 @@ def sample_config(run: RunConfig) -> SampleConfig:
         reasoning_dropout=dropout,
         reasoning_until=until,
         augment=run.augment,
+        action_image_shuffle=run.action_image_shuffle,
         join=run.join,
     )
 

@@ -294,3 +294,30 @@ def test_action_label_sigma_spreads_each_action_target_over_its_neighbouring_bin
     torch.testing.assert_close(weighted_loss(out, batch, 2.0, 3.0, tok), expected / trained.sum())
     assert not torch.isclose(weighted_loss(out, batch, 1.0, 3.0, tok), out.loss)
     torch.testing.assert_close(weighted_loss(out, batch, 1.0, 0.0, tok), out.loss)
+
+
+def test_action_image_shuffle_shows_another_steps_image_and_trains_only_the_action():
+    """A shuffled sample keeps its own text and action but shows another step's image, and only its
+    action tokens carry the loss (the chain does not describe that image); unshuffled samples are unchanged."""
+    from ecot.train.samples import IGNORE_INDEX, SEG_ACTION, SEG_EOS
+
+    with pytest.raises(ValueError, match="action_image_shuffle"):
+        SampleConfig(action_image_shuffle=1.5)
+    episodes = make_episodes(2, 3)
+    reasoning = reasoning_for(episodes)
+    _, processor, stats = tiny_model_and_processor(episodes, reasoning)
+    steps = EpisodeSteps(episodes)
+    plain = StepDataset(steps, reasoning, processor, stats, SampleConfig())
+    always = StepDataset(steps, reasoning, processor, stats, SampleConfig(action_image_shuffle=1.0))
+    images = [plain[(i, i, 0)]["pixel_values"] for i in range(len(steps))]
+    for i in range(len(steps)):
+        a, b = plain[(i, i, 0)], always[(i, i, 0)]
+        torch.testing.assert_close(a["input_ids"], b["input_ids"])
+        torch.testing.assert_close(a["action"], b["action"])
+        assert not torch.equal(b["pixel_values"], a["pixel_values"])  # another step's image ...
+        assert any(torch.equal(b["pixel_values"], img) for j, img in enumerate(images) if j != i)  # ... of this dataset
+        trained = b["labels"] != IGNORE_INDEX
+        assert set(b["segments"][trained].tolist()) == {SEG_ACTION, SEG_EOS}  # the action tokens and EOS only
+        assert bool(((a["labels"] != IGNORE_INDEX) & (a["segments"] != SEG_ACTION)).any())  # plain: reasoning too
+    never = StepDataset(steps, reasoning, processor, stats, SampleConfig(action_image_shuffle=0.0))
+    torch.testing.assert_close(never[(0, 0, 0)]["pixel_values"], images[0])
