@@ -27,7 +27,7 @@ from ecot.data.source import EpisodeSource, Step
 from ecot.io import LRUCache
 from ecot.reasoning import pairs_text, reasoning_dropout, split_pairs
 from ecot.train.augment import AugmentConfig, augment_image
-from ecot.train.samples import build_text_sample, check_loss_mask
+from ecot.train.samples import IGNORE_INDEX, SEG_ACTION, build_text_sample, check_loss_mask
 
 
 @dataclass
@@ -43,6 +43,9 @@ class SampleConfig:
     # tokens: the image then says nothing about the action, so the action must be read from the chain
     # (docs/quality.md, round thirteen: otherwise the action follows the image, not the MOVE it wrote).
     action_image_shuffle: float = 0.0
+    # With the shuffle: the samples that show their own image train no action token either, so the
+    # action is learnt only where the image cannot tell it (an action read from the chain alone).
+    action_only_shuffled: bool = False
     augment: bool = False
     augment_config: AugmentConfig = field(default_factory=AugmentConfig)
     join: str = "aligned"
@@ -50,6 +53,8 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         check_loss_mask(self.loss_mask)
+        if self.action_only_shuffled and not self.action_image_shuffle > 0:
+            raise ValueError("action_only_shuffled needs action_image_shuffle > 0 (else no sample trains the action)")
         for name in ("tag_dropout", "reasoning_dropout", "action_image_shuffle"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -208,6 +213,8 @@ class StepDataset(torch.utils.data.Dataset):
             "action" if shown is not step else self.config.loss_mask,  # the chain does not describe that image
             self.config.max_length,
         )
+        if self.config.action_only_shuffled and shown is step:
+            sample.labels[sample.segments == SEG_ACTION] = IGNORE_INDEX
         image = Image.fromarray(np.asarray(shown.image))
         if self.config.augment:
             image = augment_image(image, rng, self.config.augment_config)

@@ -59,6 +59,9 @@ class RunConfig:
     action_image_shuffle: float = option(
         0.0, "probability that a sample shows another step's image and trains only its action tokens, so the "
         "action must follow the written chain rather than the image", group="samples")
+    action_only_shuffled: bool = option(
+        False, "with --action-image-shuffle: train the action tokens only on the shuffled samples (the others "
+        "train the reasoning), so the action is learnt from the chain alone", group="samples")
     vision_pretrain_steps: int = option(
         0, "first train the vision tower alone on the sim's ground truth for N steps (from-scratch presets; "
         "ecot.train.vision_pretrain)", group="run")
@@ -96,6 +99,9 @@ class RunConfig:
             raise UsageError(f"unknown tokenizer_numbers {self.tokenizer_numbers!r}; expected one of {NUMBER_STYLES}")
         if self.loss_mask is not None and self.loss_mask not in LOSS_MASKS:
             raise UsageError(f"unknown loss mask {self.loss_mask!r}; expected one of {sorted(LOSS_MASKS)}")
+        if self.action_only_shuffled and not self.action_image_shuffle > 0:
+            raise UsageError("--action-only-shuffled needs --action-image-shuffle P with P > 0 (else no sample trains "
+                             "the action)")
         if not 0.0 < self.pretrain_fraction <= 1.0:
             raise UsageError(f"pretrain_fraction must be in (0, 1], got {self.pretrain_fraction}")
         for name in ("tag_dropout", "reasoning_dropout", "action_image_shuffle"):
@@ -164,6 +170,7 @@ def sample_config(run: RunConfig) -> SampleConfig:
         reasoning_until=until,
         augment=run.augment,
         action_image_shuffle=run.action_image_shuffle,
+        action_only_shuffled=run.action_only_shuffled,
         join=run.join,
     )
 

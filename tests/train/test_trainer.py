@@ -299,7 +299,7 @@ def test_action_label_sigma_spreads_each_action_target_over_its_neighbouring_bin
 def test_action_image_shuffle_shows_another_steps_image_and_trains_only_the_action():
     """A shuffled sample keeps its own text and action but shows another step's image, and only its
     action tokens carry the loss (the chain does not describe that image); unshuffled samples are unchanged."""
-    from ecot.train.samples import IGNORE_INDEX, SEG_ACTION, SEG_EOS
+    from ecot.train.samples import IGNORE_INDEX, SEG_ACTION, SEG_ACTION_TAG, SEG_EOS, SEG_REASONING
 
     with pytest.raises(ValueError, match="action_image_shuffle"):
         SampleConfig(action_image_shuffle=1.5)
@@ -321,3 +321,19 @@ def test_action_image_shuffle_shows_another_steps_image_and_trains_only_the_acti
         assert bool(((a["labels"] != IGNORE_INDEX) & (a["segments"] != SEG_ACTION)).any())  # plain: reasoning too
     never = StepDataset(steps, reasoning, processor, stats, SampleConfig(action_image_shuffle=0.0))
     torch.testing.assert_close(never[(0, 0, 0)]["pixel_values"], images[0])
+
+    # action_only_shuffled: a sample that shows its own image trains its reasoning and not its action.
+    with pytest.raises(ValueError, match="action_only_shuffled"):
+        SampleConfig(action_only_shuffled=True)
+    half = StepDataset(steps, reasoning, processor, stats, SampleConfig(action_image_shuffle=0.5, action_only_shuffled=True))
+    kinds = set()
+    for key in [(i, seed, 0) for i in range(len(steps)) for seed in range(8)]:
+        sample = half[key]
+        trained = set(sample["segments"][sample["labels"] != IGNORE_INDEX].tolist())
+        own_image = torch.equal(sample["pixel_values"], images[key[0]])
+        if own_image:
+            assert SEG_ACTION not in trained and {SEG_REASONING, SEG_ACTION_TAG} <= trained, (key, trained)
+        else:
+            assert trained == {SEG_ACTION, SEG_EOS}, (key, trained)
+        kinds.add(own_image)
+    assert kinds == {True, False}  # both kinds occur
