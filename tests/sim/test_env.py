@@ -237,25 +237,33 @@ def test_axis_expert_steps_at_a_fixed_speed_per_axis_and_succeeds(family):
         assert np.mean(np.isclose(moves, 0) | np.isclose(moves, speed) | np.isclose(moves, 0.03)) > 0.7
 
 
+def _successful_expert_episodes(family: str, style: str, seeds: tuple[int, ...]) -> list:
+    """Demonstrations of ``style`` from every start the family has (push: also the table), each checked
+    to achieve its task."""
+    from ecot.sim.collect import record_episode
+
+    episodes = []
+    for start in ("home", "table") if family == "push" else ("home",):
+        with TabletopEnv(SimConfig(image_size=64, num_objects=2, start=start)) as e:
+            for seed in seeds:
+                ep = record_episode(e, seed, family, "seen", stop_at_success=True, expert_style=style)
+                assert ep.metadata["success"], f"{family} from {start}: the {style} expert failed seed {seed}"
+                episodes.append(ep)
+    return episodes
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_grid_expert_steps_whole_grid_units_per_axis_and_succeeds(family):
     """The "grid" expert: every translation is a whole number of grid steps (1 cm), at most the axis
     speed, so a dimension takes a handful of values, and it still achieves the task from either start."""
-    from ecot.sim.collect import record_episode
     from ecot.sim.expert import ExpertConfig
 
     config = ExpertConfig()
-    starts = ("home", "table") if family == "push" else ("home",)
-    for start in starts:
-        with TabletopEnv(SimConfig(image_size=64, num_objects=2, start=start)) as e:
-            episodes = [record_episode(e, seed, family, "seen", stop_at_success=True, expert_style="grid")
-                        for seed in (0, 1)]
-        for ep in episodes:
-            assert ep.metadata["success"], f"{family} from {start}: the grid expert failed seed {ep.metadata['seed']}"
-            units = ep.actions[:, :3] / config.grid_step
-            np.testing.assert_allclose(units, np.round(units), atol=1e-4)
-            assert np.all(np.abs(ep.actions[:, :3]) <= config.axis_speed + 1e-6)
-            assert len(np.unique(np.round(units[:, :2]))) <= 9
+    for ep in _successful_expert_episodes(family, "grid", (0, 1)):
+        units = ep.actions[:, :3] / config.grid_step
+        np.testing.assert_allclose(units, np.round(units), atol=1e-4)
+        assert np.all(np.abs(ep.actions[:, :3]) <= config.axis_speed + 1e-6)
+        assert len(np.unique(np.round(units[:, :2]))) <= 9
     with pytest.raises(ValueError, match="grid_step"):
         ExpertConfig(style="grid", grid_step=0.05)
 
@@ -264,20 +272,13 @@ def test_grid_expert_steps_whole_grid_units_per_axis_and_succeeds(family):
 def test_sign_expert_moves_each_axis_one_fixed_step_or_not_at_all_and_succeeds(family):
     """The "sign" expert: every translation is -step, 0 or +step per axis (three values, so the policy
     chooses a direction, not a distance), and it still achieves the task from either start."""
-    from ecot.sim.collect import record_episode
     from ecot.sim.expert import ExpertConfig
 
     step = ExpertConfig().sign_step
-    starts = ("home", "table") if family == "push" else ("home",)
-    for start in starts:
-        with TabletopEnv(SimConfig(image_size=64, num_objects=2, start=start)) as e:
-            episodes = [record_episode(e, seed, family, "seen", stop_at_success=True, expert_style="sign")
-                        for seed in (1, 2)]
-        for ep in episodes:
-            assert ep.metadata["success"], f"{family} from {start}: the sign expert failed seed {ep.metadata['seed']}"
-            values = np.unique(np.round(ep.actions[:, :3] / step, 4))
-            assert set(values.tolist()) <= {-1.0, 0.0, 1.0}, values
-            assert np.any(np.abs(ep.actions[:, :2]) > 0)  # it does move
+    for ep in _successful_expert_episodes(family, "sign", (1, 2)):
+        values = np.unique(np.round(ep.actions[:, :3] / step, 4))
+        assert set(values.tolist()) <= {-1.0, 0.0, 1.0}, values
+        assert np.any(np.abs(ep.actions[:, :2]) > 0)  # it does move
     with pytest.raises(ValueError, match="sign_step"):
         ExpertConfig(style="sign", sign_step=0.06)
 
