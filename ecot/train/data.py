@@ -41,7 +41,7 @@ class SampleConfig:
     reasoning_until: int | None = None  # ECoT-Lite pre-training: reasoning only for positions < this, none after
     # With this probability a sample shows the image of another random step and trains only its action
     # tokens: the image then says nothing about the action, so the action must be read from the chain
-    # (docs/quality.md, round thirteen: otherwise the action follows the image, not the MOVE it wrote).
+    # (an experiment of docs/quality.md, round thirteen; it did not change how closely the action follows it).
     action_image_shuffle: float = 0.0
     # With the shuffle: the samples that show their own image train no action token either, so the
     # action is learnt only where the image cannot tell it (an action read from the chain alone).
