@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import closed_loop, comma_choices, write_result  # noqa: E402
+from ecot.annotate.template import restate_move  # noqa: E402
 from ecot.sim import EXPERT_STYLES  # noqa: E402
 from ecot.sim.scene import CAMERAS, START_REGIONS  # noqa: E402
 
@@ -75,14 +76,6 @@ def expert_move(state: np.ndarray, action: np.ndarray) -> str:
     return describe_all(move_vectors(np.asarray(states, dtype=np.float32)))[0]
 
 
-def with_move(move_reasoning: str, move: str) -> str:
-    """The template's MOVE REASONING ("..., so it should <move> to <purpose>.") saying ``move`` instead."""
-    head, sep, tail = move_reasoning.partition("so it should ")
-    if not sep or " to " not in tail:
-        return move_reasoning
-    return f"{head}{sep}{move} to {tail.split(' to ', 1)[1]}"
-
-
 def true_boxes_policy(checkpoint: str, variant: str, expert_style: str = "smooth"):
     from ecot.eval.policies import CheckpointPolicy
 
@@ -93,9 +86,7 @@ def true_boxes_policy(checkpoint: str, variant: str, expert_style: str = "smooth
             super().reset(env, seed)
             self.env = env
             if "move" in variant:
-                from ecot.sim.expert import ScriptedExpert
-
-                from ecot.sim.expert import ExpertConfig
+                from ecot.sim.expert import ExpertConfig, ScriptedExpert
 
                 self.expert = ScriptedExpert(env, np.random.default_rng([seed, 7]), ExpertConfig(style=expert_style))
 
@@ -110,7 +101,7 @@ def true_boxes_policy(checkpoint: str, variant: str, expert_style: str = "smooth
                 # first pass writes the policy's own, which then says the expert's move (a second pass).
                 self.policy.edit(None)
                 own = self.own_reasoning = super().act(obs, instruction).reasoning  # kept for inspection
-                edits["move_reasoning"] = with_move((own.move_reasoning if own else "") or "", edits["move"])
+                edits["move_reasoning"] = restate_move((own.move_reasoning if own else "") or "", edits["move"])
                 if not edits["move_reasoning"]:
                     del edits["move_reasoning"]
             if edits:

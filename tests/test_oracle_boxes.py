@@ -61,15 +61,14 @@ def test_expert_move_is_the_annotators_label_of_the_experts_motion():
 def test_move_reasoning_variant_makes_the_chain_say_the_experts_move_twice(trained_checkpoint):
     """The template's MOVE REASONING names the move ("so it should move left to ..."): the
     move+reasoning variant rewrites that phrase to the expert's move, so the chain does not contradict itself."""
-    from benchmarks.oracle_boxes import true_boxes_policy, with_move
+    from benchmarks.oracle_boxes import expert_move, true_boxes_policy
+    from ecot.annotate.template import restate_move as with_move
     from ecot.sim.env import SimConfig, TabletopEnv
+    from ecot.sim.expert import ExpertConfig, ScriptedExpert
 
     text = "The gripper is closed and below the red block, so it should move forward to reach it."
     assert with_move(text, "move left") == "The gripper is closed and below the red block, so it should move left to reach it."
     assert with_move("no template here", "move left") == "no template here"
-
-    from benchmarks.oracle_boxes import expert_move
-    from ecot.sim.expert import ExpertConfig, ScriptedExpert
 
     policy = true_boxes_policy(str(trained_checkpoint), "move+reasoning", expert_style="sign")
     with TabletopEnv(SimConfig(image_size=64, num_objects=2, start="table")) as env:

@@ -188,15 +188,28 @@ def subtask_reason(spec: TaskSpec, phase: int, grasp_family: bool) -> str:
     return clean_text(text[0].upper() + text[1:] + ".")
 
 
+SHOULD = "so it should "  # MOVE REASONING names the move after this: "..., so it should <goal> to <purpose>."
+
+
+def _goal(move: str) -> str:
+    return "hold its position" if move == "stop" else move
+
+
+def restate_move(move_reasoning: str, move: str) -> str:
+    """A template MOVE REASONING rewritten to name ``move`` (for an edited MOVE that the chain before it
+    should agree with); text not in the template's shape is returned unchanged."""
+    head, sep, tail = move_reasoning.partition(SHOULD)
+    if not sep or " to " not in tail:
+        return move_reasoning
+    return f"{head}{sep}{_goal(move)} to {tail.split(' to ', 1)[1]}"
+
+
 def move_reason(
     gripper_open: bool, rel: str, focus: str, move: str, phase: int, grasp_family: bool
 ) -> str:
     state = "open" if gripper_open else "closed"
     where = f"{rel} {focus}" if rel != "at" else f"at {focus}"
-    if move == "stop":
-        goal = "hold its position"
-    else:
-        goal = move
+    goal = _goal(move)
     if not grasp_family:
         purpose = "reach it" if phase == 0 else "push it along"
     elif phase == 0:
@@ -213,7 +226,7 @@ def move_reason(
         purpose = "move clear of the released object"
     else:
         purpose = "release the object there"
-    return clean_text(f"The gripper is {state} and {where}, so it should {goal} to {purpose}.")
+    return clean_text(f"The gripper is {state} and {where}, {SHOULD}{goal} to {purpose}.")
 
 
 def template_reasoning(

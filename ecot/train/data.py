@@ -198,7 +198,8 @@ class StepDataset(torch.utils.data.Dataset):
         reasoning = apply_dropout(self.reasoning_text(step), self.config, rng, position)
         action = np.asarray(step.action, dtype=np.float64)
         shown = step  # the step whose image the sample shows
-        # (not without reasoning: then nothing but the image says what the action is)
+        # (not without reasoning: then nothing but the image says what the action is; with the shuffle off
+        # no random number is drawn, so other runs' augmentation draws stay as they were)
         shuffled = bool(reasoning) and self.config.action_image_shuffle > 0 and rng.random() < self.config.action_image_shuffle
         if shuffled and len(self.steps) > 1:
             other = int(rng.integers(len(self.steps) - 1))
