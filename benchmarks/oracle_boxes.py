@@ -62,18 +62,10 @@ def true_visible_objects(env: Any, image_shape: tuple[int, ...]) -> list[tuple[s
 
 def expert_move(state: np.ndarray, action: np.ndarray) -> str:
     """The annotator's MOVE label for ``action`` held over its window from ``state`` (gripper: the
-    action's target opening, reached at once)."""
-    from ecot.annotate.primitives import WINDOW, describe_all, move_vectors
+    action's target opening, reached at once): ``ecot annotate --moves-from actions``' label."""
+    from ecot.annotate.primitives import commanded_move_vectors, describe_all
 
-    delta = np.asarray(action, dtype=np.float64).copy()
-    states = []
-    for k in range(WINDOW):
-        s = np.asarray(state, dtype=np.float64).copy()
-        s[:6] += k * delta[:6]
-        if k:
-            s[6] = delta[6]
-        states.append(s)
-    return describe_all(move_vectors(np.asarray(states, dtype=np.float32)))[0]
+    return describe_all(commanded_move_vectors(np.asarray(state)[None], np.asarray(action)[None]))[0]
 
 
 def true_boxes_policy(checkpoint: str, variant: str, expert_style: str = "smooth"):

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from ecot.annotate.primitives import move_vectors, describe_all
+from ecot.annotate.primitives import commanded_move_vectors, describe_all, move_vectors
 from ecot.annotate.sanitize import clean_text
 from ecot.annotate.template import template_reasoning
 from ecot.data.episode import Episode
 from ecot.options import option
 
 REASONING_BACKENDS = ("template", "openai", "gemini")
+MOVE_SOURCES = ("states", "actions")  # AnnotateConfig.moves_from
 GRIPPER_BACKENDS = ("gt", "detector")
 BOXES_BACKENDS = ("gt", "grounding-dino")
 CAPTION_BACKENDS = ("gt", "transformers", "openai", "gemini")
@@ -38,6 +39,10 @@ class AnnotateConfig:
     llm_api_key_env: str | None = option(
         None, "environment variable holding the API key (default: OPENAI_API_KEY / GEMINI_API_KEY)")
     llm_cache: str | None = option(None, "response cache directory (default OUT/llm_cache)")
+    moves_from: str = option(
+        "states", "what MOVE describes: the executed motion (states: proprioception, as the paper) or the commanded "
+        "actions (actions: for recovery data, whose executed steps carry noise the expert did not intend)",
+        choices=MOVE_SOURCES)
     # Backend constructor options (ecot annotate sets the torch device from --device).
     gripper_options: dict[str, Any] = option(default_factory=dict, cli=False)
     boxes_options: dict[str, Any] = option(default_factory=dict, cli=False)
@@ -48,6 +53,8 @@ class AnnotateConfig:
                               ("boxes", BOXES_BACKENDS), ("captions", CAPTION_BACKENDS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"unknown {name} backend {getattr(self, name)!r}; expected one of {list(allowed)}")
+        if self.moves_from not in MOVE_SOURCES:
+            raise ValueError(f"unknown moves_from {self.moves_from!r}; expected one of {list(MOVE_SOURCES)}")
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items()}
@@ -59,6 +66,7 @@ class Stages:
     boxes: Any
     captions: Any
     reasoner: Any | None  # None: template
+    moves_from: str = "states"  # AnnotateConfig.moves_from
 
 
 def _client(config: AnnotateConfig, kind: str):
@@ -87,6 +95,7 @@ def build_stages(config: AnnotateConfig, cache_dir: str | None = None) -> Stages
         boxes=make_boxes_backend(config.boxes, **config.boxes_options),
         captions=make_caption_backend(config.captions, caption_client, **config.caption_options),
         reasoner=reasoner,
+        moves_from=config.moves_from,
     )
 
 
@@ -106,7 +115,10 @@ def annotate_episode(episode: Episode, stages: Stages) -> dict:
     if t == 0:
         raise ValueError(f"episode {episode.file_path!r}/{episode.episode_id!r} has no steps")
     h, w = episode.images.shape[1:3]
-    vectors = move_vectors(episode.states)
+    if stages.moves_from == "actions":
+        vectors = commanded_move_vectors(episode.states, episode.actions)
+    else:
+        vectors = move_vectors(episode.states)
     primitives = describe_all(vectors)
     caption, phrases = stages.captions.caption(episode)
     raw_points = stages.gripper.points(episode)

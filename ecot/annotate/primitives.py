@@ -61,6 +61,25 @@ def move_vectors(states: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray
     return np.concatenate([vec, vec[-1:]], axis=0)
 
 
+def commanded_move_vectors(states: np.ndarray, actions: np.ndarray, threshold: float = THRESHOLD) -> np.ndarray:
+    """Move vectors of what each step *commanded*: step t's action held for the window from state t.
+
+    ``move_vectors`` describes the executed motion (proprioception), which in recovery data (``ecot sim
+    collect --action-noise``) carries the noise the expert did not intend. ``actions`` is [T, 7]: deltas of
+    the state's first six values and the gripper's target opening (the built-in sim's and Bridge's convention).
+    """
+    s, a = np.asarray(states, dtype=np.float64), np.asarray(actions, dtype=np.float64)
+    if s.ndim != 2 or s.shape[1] != 7 or a.shape != s.shape:
+        raise ValueError(f"states and actions must both be [T, 7], got shapes {s.shape} and {a.shape}")
+    out = np.zeros((len(s), 7), dtype=np.int64)
+    for t in range(len(s)):
+        window = np.repeat(s[t : t + 1], WINDOW, axis=0)
+        window[:, :6] += np.arange(WINDOW)[:, None] * a[t, :6]
+        window[1:, 6] = a[t, 6]  # the gripper reaches its target opening at once
+        out[t] = move_vectors(window, threshold)[0]
+    return out
+
+
 def describe(vec) -> str:
     """The words for one (merged) move vector, in the original order; nothing moving → "stop"."""
     parts = []

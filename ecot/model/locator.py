@@ -63,6 +63,10 @@ class LocatorSpec:
     # Each object's tokens also carry where it lies relative to the gripper (signed pixel offsets of its
     # box from the gripper's point, through a small learned MLP): docs/quality.md, round eleven.
     relations: bool = False
+    # False (``ecot train --locator-only``): the language model sees the locator's tokens and not the image's
+    # patches, so its chain can only come from the findings, which hold off the demonstrations' paths where the
+    # patches do not (docs/quality.md, round fourteen).
+    image_patches: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,8 +83,9 @@ class LocatorSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.relations, bool):
-            problems.append(f"relations must be true or false, got {self.relations!r}")
+        for name in ("relations", "image_patches"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if problems:
             raise ValueError(f"invalid {CONFIG_KEY} entry: " + "; ".join(problems))
 
@@ -97,7 +102,8 @@ class LocatorSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> "LocatorSpec":
         if not isinstance(data, Mapping):
             raise ValueError(f"{CONFIG_KEY} must be an object, got {type(data).__name__}")
-        known = {"words", "word_token_ids", "number_token_ids", "frame_size", "max_objects", "channels", "relations"}
+        known = {"words", "word_token_ids", "number_token_ids", "frame_size", "max_objects", "channels", "relations",
+                 "image_patches"}
         missing = sorted({"words", "word_token_ids", "number_token_ids", "frame_size"} - set(data))
         if missing:
             raise ValueError(f"{CONFIG_KEY} lacks {missing}")
@@ -406,7 +412,7 @@ def number_token_ids(tokenizer: Any, largest: int) -> list[int]:
 
 
 def build_spec(tokenizer: Any, names: Sequence[str], frame_size: int, max_objects: int = 4,
-               channels: int = 64, relations: bool = False) -> LocatorSpec:
+               channels: int = 64, relations: bool = False, image_patches: bool = True) -> LocatorSpec:
     """A :class:`LocatorSpec` for object ``names`` (their words are what it reports) and ``tokenizer``."""
     words = name_words(names)
     if not words:
@@ -414,7 +420,8 @@ def build_spec(tokenizer: Any, names: Sequence[str], frame_size: int, max_object
     word_ids = [list(tokenizer(f" {w}", add_special_tokens=False)["input_ids"]) for w in words]
     word_ids = [[i for i in ids if tokenizer.convert_ids_to_tokens(i) != "▁"] or ids for ids in word_ids]
     return LocatorSpec(words=words, word_token_ids=word_ids, number_token_ids=number_token_ids(tokenizer, frame_size - 1),
-                       frame_size=int(frame_size), max_objects=max_objects, channels=channels, relations=relations)
+                       frame_size=int(frame_size), max_objects=max_objects, channels=channels, relations=relations,
+                       image_patches=image_patches)
 
 
 def frame_targets(items: Sequence[tuple[str, Sequence[float]]], gripper: Sequence[float] | None, spec: LocatorSpec,

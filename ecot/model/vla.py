@@ -76,8 +76,12 @@ class VLA(nn.Module):
 
     @property
     def num_patches(self) -> int:
-        """Vision positions in the language model's sequence: image patches (+ the locator's tokens)."""
-        return self.vision_backbone.num_patches + (self.locator.num_tokens if self.locator is not None else 0)
+        """Vision positions in the language model's sequence: image patches (+ the locator's tokens; only
+        those with a locator-only spec)."""
+        if self.locator is None:
+            return self.vision_backbone.num_patches
+        patches = self.vision_backbone.num_patches if self.locator.spec.image_patches else 0
+        return patches + self.locator.num_tokens
 
     @property
     def device(self) -> torch.device:
@@ -96,13 +100,14 @@ class VLA(nn.Module):
         it already (training: the annotation's); by default the locator's own on these pixels."""
         vision_dtype = self.projector.fc1.weight.dtype
         pixel_values = pixel_values.to(vision_dtype)
-        patches = self.projector(self.vision_backbone(pixel_values))
         if self.locator is None:
-            return patches
+            return self.projector(self.vision_backbone(pixel_values))
         if findings is None:
             findings = self.locator.find(self.locator(pixel_values))
-        found = self.locator.tokens(findings, self.language_model.get_input_embeddings())
-        return torch.cat([patches, found.to(patches.dtype)], dim=1)
+        found = self.locator.tokens(findings, self.language_model.get_input_embeddings()).to(vision_dtype)
+        if not self.locator.spec.image_patches:
+            return found
+        return torch.cat([self.projector(self.vision_backbone(pixel_values)), found], dim=1)
 
     def embed_multimodal(
         self,

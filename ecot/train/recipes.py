@@ -81,6 +81,9 @@ class RunConfig:
         False, "with --locator: each object's tokens also carry its box's signed offset from the gripper's point "
         "(through a small learned layer), so that lining up with an object is one read-out for the language model",
         group="run")
+    locator_only: bool = option(
+        False, "with --locator: the language model sees the locator's tokens only, not the image's patches, so its "
+        "chain and action can only come from the findings (docs/quality.md, round fourteen)", group="run")
     locator_pretrain_steps: int = option(
         300, "with --locator: first train the locator alone for N steps, so that its tokens are right when the "
         "language model starts learning to copy them (ecot.train.locator_pretrain)", group="run")
@@ -128,8 +131,9 @@ class RunConfig:
         if self.numeric_embeddings and (self.model not in PRESETS or self.tokenizer_numbers != "whole"):
             raise UsageError("--numeric-embeddings initializes a from-scratch preset's number tokens: it needs a preset "
                              "--model and --tokenizer-numbers whole")
-        if self.locator_relations and not self.locator:
-            raise UsageError("--locator-relations adds to the locator's tokens: it needs --locator")
+        for flag in ("locator_relations", "locator_only"):
+            if getattr(self, flag) and not self.locator:
+                raise UsageError(f"--{flag.replace('_', '-')} changes the locator's tokens: it needs --locator")
         if self.locator_pretrain_steps < 0:
             raise UsageError(f"locator_pretrain_steps must be >= 0, got {self.locator_pretrain_steps}")
         if self.eval_episodes is not None and self.eval_episodes < 0:
@@ -271,7 +275,7 @@ def build_model(run: RunConfig, dataset_key: str, stats: Any, text_steps: Episod
             from ecot.model.locator import CONFIG_KEY, build_spec
 
             spec = build_spec(tokenizer, locator_targets.names(), frame_size=_locator_frame(locator_targets, config),
-                              relations=run.locator_relations)
+                              relations=run.locator_relations, image_patches=not run.locator_only)
             config.extra[CONFIG_KEY] = spec.to_dict()
         torch.manual_seed(run.train.seed)
         model = VLA(config)

@@ -82,3 +82,25 @@ def test_matches_reference_float64_random_walks():
 def test_describe_all_words():
     assert describe([0, 0, 0, 0, 0, 0, 0]) == "stop"
     assert describe([-1, 1, -1, 1, 0, -1, 1]) == "move backward left down, tilt up, rotate clockwise, open gripper"
+
+
+def test_commanded_moves_describe_the_actions_not_the_noise_that_was_executed():
+    from ecot.annotate.primitives import commanded_move_vectors, describe_all
+
+    rng = np.random.default_rng(0)
+    actions = np.zeros((12, 7))
+    actions[:6, 1] = 0.02  # six steps left, then six forward; the gripper stays closed
+    actions[6:, 0] = 0.02
+    clean = np.zeros((13, 7))
+    clean[1:, :6] = np.cumsum(actions[:, :6], axis=0)
+    # Without noise the commanded moves are the executed ones wherever a window holds one action.
+    assert describe_all(commanded_move_vectors(clean[:12], actions))[:3] == describe_all(move_vectors(clean[:12]))[:3]
+    assert describe_all(commanded_move_vectors(clean[:12], actions)) == ["move left"] * 6 + ["move forward"] * 6
+    # Executed with 2 cm of noise per step, proprioception mislabels steps; the commands do not change.
+    noisy = clean.copy()
+    noisy[1:, :2] += np.cumsum(rng.normal(0, 0.02, (12, 2)), axis=0)
+    executed = describe_all(move_vectors(noisy[:12]))
+    assert executed != ["move left"] * 6 + ["move forward"] * 6
+    assert describe_all(commanded_move_vectors(noisy[:12], actions)) == ["move left"] * 6 + ["move forward"] * 6
+    with pytest.raises(ValueError, match="states and actions must both be \\[T, 7\\]"):
+        commanded_move_vectors(noisy[:12], actions[:, :6])

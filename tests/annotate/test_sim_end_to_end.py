@@ -49,6 +49,23 @@ def test_cli_annotates_every_step(sim_dataset, tmp_path, capsys):
     assert (out / "embodied_features.json").read_bytes() == before
 
 
+def test_moves_from_actions_labels_each_step_with_its_command(sim_dataset, tmp_path):
+    from ecot.annotate.primitives import commanded_move_vectors, describe_all
+    from ecot.cli import main
+    from ecot.data import open_dataset
+    from ecot.data.features import iter_feature_episodes
+
+    out = tmp_path / "cmd"
+    assert main(["annotate", str(sim_dataset), "--out", str(out), "--moves-from", "actions", "--no-progress"]) == 0
+    ds = open_dataset(sim_dataset)
+    entries = {ep_id: e for _, ep_id, e in iter_feature_episodes(out / "embodied_features.json")}
+    for i in range(len(ds)):
+        ep = ds[i]
+        moves = [entries[ep.episode_id]["reasoning"][str(t)]["move"] for t in range(len(ep))]
+        assert moves == describe_all(commanded_move_vectors(ep.states, ep.actions))
+        assert entries[ep.episode_id]["features"]["move_primitive"] == moves
+
+
 def test_cli_reports_bad_input(tmp_path, capsys):
     from ecot.cli import main
 

@@ -119,12 +119,12 @@ def test_the_locator_learns_to_find_boxes_words_and_the_gripper(whole_tokenizer)
     assert found.present().all()
 
 
-def _locator_model(whole_tokenizer, seed=0):
+def _locator_model(whole_tokenizer, seed=0, image_patches=True):
     from ecot.model.config import VLAConfig
     from ecot.model.processor import VLAProcessor
     from ecot.model.vla import VLA
 
-    spec = build_spec(whole_tokenizer, ["the red block", "the blue bar"], frame_size=112)
+    spec = build_spec(whole_tokenizer, ["the red block", "the blue bar"], frame_size=112, image_patches=image_patches)
     from tiny_policy import NORM_STATS
 
     config = VLAConfig.preset("tiny-siglip", **{CONFIG_KEY: spec.to_dict()}, norm_stats=NORM_STATS)
@@ -235,3 +235,37 @@ def test_relation_tokens_carry_each_objects_offset_from_the_gripper(whole_tokeni
     # The relation layer learns from the language model's loss (the coordinates' token ids cannot).
     loc.tokens(findings(20.0), embed).sum().backward()
     assert loc.relation[0].weight.grad.abs().sum() > 0
+
+
+def test_a_locator_only_model_sees_the_findings_and_not_the_patches(whole_tokenizer, tmp_path):
+    from ecot.model.vla import VLA
+    from ecot.policy import ECoTPolicy
+
+    with pytest.raises(ValueError, match="image_patches must be true or false"):
+        LocatorSpec.from_dict(dict(words=["red"], word_token_ids=[[5]], number_token_ids=[7, 8], frame_size=2,
+                                   image_patches=0))
+    model = _locator_model(whole_tokenizer, image_patches=False)
+    assert model.num_patches == model.locator.num_tokens  # no image patches in the sequence
+    px = torch.randn(1, 3, 112, 112)
+    ids = whole_tokenizer(["push the red block"], return_tensors="pt")["input_ids"]
+    objects, gripper = (t[None] for t in frame_targets([("the red block", [10, 12, 20, 22])], [5, 6],
+                                                        model.config.locator, 112))
+    forced = model.locator.findings_from_targets(objects, gripper)
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=px, locator_objects=objects, locator_gripper=gripper)
+        assert out.logits.shape[1] == ids.shape[1] + model.locator.num_tokens
+        # Given the findings, a different image changes nothing: the patches do not reach the language model.
+        again = model(input_ids=ids, pixel_values=torch.randn(1, 3, 112, 112), locator_objects=objects,
+                      locator_gripper=gripper)
+        torch.testing.assert_close(out.logits, again.logits, atol=0, rtol=0)
+        moved = [t[None] for t in frame_targets([("the red block", [60, 12, 70, 22])], [5, 6], model.config.locator, 112)]
+        assert not torch.allclose(out.logits, model(input_ids=ids, pixel_values=px, locator_objects=moved[0],
+                                                     locator_gripper=moved[1]).logits)
+    embeds, _, _ = model.embed_multimodal(ids, px, None, None, forced)
+    assert embeds.shape[1] == ids.shape[1] + model.locator.num_tokens
+
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = VLA.from_pretrained(tmp_path / "ckpt", progress=False).eval()
+    assert loaded.locator.spec.image_patches is False and loaded.num_patches == model.num_patches
+    out = ECoTPolicy(model, mode="full").step(np.zeros((112, 112, 3), np.uint8), "push the red block to the left")
+    assert out.action.shape == (7,) and np.isfinite(out.action).all()
