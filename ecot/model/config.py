@@ -167,6 +167,10 @@ class VLAConfig:
                 raise ValueError(f"image size {size} is not a multiple of the patch size {spec.patch_size}")
         if self.extra.get("ecot_locator") is not None:
             self.locator  # noqa: B018 - raises ValueError on a malformed entry
+        if self.extra.get("ecot_move_head") is not None:
+            if self.extra.get("ecot_locator") is None:
+                raise ValueError("ecot_move_head reads the locator's findings: the config needs an ecot_locator entry")
+            self.move_head  # noqa: B018 - raises ValueError on a malformed entry
         vocab = int(self.text_config.get("vocab_size", 32000))
         if vocab <= self.pad_token_id:
             raise ValueError(f"text_config vocab_size {vocab} must exceed pad_token_id {self.pad_token_id}")
@@ -185,6 +189,16 @@ class VLAConfig:
         from ecot.model.locator import LocatorSpec
 
         return LocatorSpec.from_dict(data)
+
+    @property
+    def move_head(self):
+        """The move head's :class:`~ecot.model.move_head.MoveHeadSpec` (config key ``ecot_move_head``), or None."""
+        data = self.extra.get("ecot_move_head")
+        if data is None:
+            return None
+        from ecot.model.move_head import MoveHeadSpec
+
+        return MoveHeadSpec.from_dict(data)
 
     @property
     def vision_specs(self) -> list[ViTSpec]:

@@ -69,8 +69,22 @@ class VLA(nn.Module):
                 from ecot.model.locator import Locator
 
                 self.locator = Locator(config.locator, config.image_size, llama_config.hidden_size)
+            self.move_head = None
+            if config.move_head is not None:
+                from ecot.model.move_head import MoveHead
+
+                self.move_head = MoveHead(config.move_head)
         if dtype is not None:
             self.to(dtype)
+
+    def attach_move_head(self, spec: Any) -> None:
+        """Add a new move head (:mod:`ecot.model.move_head`) for ``spec``; its entry goes into the config."""
+        from ecot.model.move_head import CONFIG_KEY, MoveHead
+
+        if self.locator is None:
+            raise ValueError("a move head reads the locator's findings: the model has no locator")
+        self.config.extra[CONFIG_KEY] = spec.to_dict()
+        self.move_head = MoveHead(spec).to(device=self.device)
 
     # ------------------------------------------------------------------ facts
 

@@ -35,7 +35,7 @@ from ecot.policy.grammar import writes_tag_or_eos
 from ecot.policy.observation import check_image, check_instruction
 from ecot.policy.modes import ACTION_DECODINGS, MODES
 from ecot.prompts import conditioning_prompt
-from ecot.reasoning import MOVE_REASONING, TAG_TO_FIELD, Reasoning, prefix_before, render_objects, render_points
+from ecot.reasoning import MOVE, MOVE_REASONING, TAG_TO_FIELD, Reasoning, prefix_before, render_objects, render_points
 
 HIGH_LEVEL_END = TAGS.index(MOVE_REASONING)  # fields before it are the reusable high-level part
 FIELD_TO_TAG = {name: tag for tag, name in TAG_TO_FIELD.items()}
@@ -413,6 +413,8 @@ class ECoTPolicy:
             requests.append(request)
             reused.append(high or "")
         timings: dict[str, float] = {}
+        if getattr(self.model, "move_head", None) is not None and mode != "no-reasoning":
+            self._move_head_edits(requests, pixels, instructions, timings)
         results = self.decoder.decode(requests, timings)
         t2 = time.perf_counter()
 
@@ -425,6 +427,7 @@ class ECoTPolicy:
                 "preprocess_ms": (t1 - t0) * 1000,
                 "prefill_ms": timings.get("prefill_ms", 0.0),
                 "decode_ms": timings.get("decode_ms", 0.0),
+                "move_head_ms": timings.get("move_head_ms", 0.0),  # its first pass (models with a move head)
                 "total_ms": total,
                 "batch": len(images),
                 "tokens_decoded": result.tokens_generated,
@@ -438,6 +441,35 @@ class ECoTPolicy:
             outputs.append(out)
         del t2
         return outputs
+
+    def _move_head_edits(self, requests: list[DecodeRequest], pixels: list[torch.Tensor], instructions: list[str],
+                         timings: dict[str, float]) -> None:
+        """The move head's MOVE written into each request that would write its own (ecot.model.move_head):
+        a first pass writes the chain up to MOVE, whose MOVE REASONING is then restated to name the head's
+        move, so the chain agrees with itself (docs/quality.md, round fourteen). A MOVE or MOVE REASONING
+        edited by hand is kept."""
+        from ecot.annotate.template import restate_move
+
+        todo = [i for i, r in enumerate(requests) if MOVE not in r.edits and r.first_field is not None]
+        if not todo:
+            return
+        t0 = time.perf_counter()
+        model = self.model
+        with torch.no_grad():
+            batch = torch.stack([pixels[i] for i in todo]).to(device=model.device, dtype=model.projector.fc1.weight.dtype)
+            findings = model.locator.find(model.locator(batch))
+        moves = model.move_head.choose(findings, [instructions[i] for i in todo])
+        first = self.decoder.decode([DecodeRequest(prompt=requests[i].prompt, pixel_values=requests[i].pixel_values,
+                                                   first_field=requests[i].first_field,
+                                                   forced_prefix=requests[i].forced_prefix, edits=requests[i].edits,
+                                                   stop_before=TAGS.index(MOVE)) for i in todo], {})
+        for i, move, result in zip(todo, moves, first):
+            requests[i].edits = {**requests[i].edits, MOVE: move}
+            if MOVE_REASONING not in requests[i].edits:
+                own = Reasoning.parse(result.answer).move_reasoning or ""
+                if own:
+                    requests[i].edits[MOVE_REASONING] = restate_move(own, move)
+        timings["move_head_ms"] = (time.perf_counter() - t0) * 1000
 
     def _request(self, pixel_values: torch.Tensor, instruction: str, first_field: int | None, prefix: str,
                  edits: dict[str, str], stop_before: int | None = None, on_text: Callable | None = None) -> DecodeRequest:

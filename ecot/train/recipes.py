@@ -84,6 +84,11 @@ class RunConfig:
     locator_only: bool = option(
         False, "with --locator: the language model sees the locator's tokens only, not the image's patches, so its "
         "chain and action can only come from the findings (docs/quality.md, round fourteen)", group="run")
+    move_head: bool = option(
+        False, "with --locator: a small classifier chooses the chain's MOVE from the locator's findings and the "
+        "instruction (trained on the annotations' boxes and MOVEs before the language model; ecot.model.move_head)",
+        group="run")
+    move_head_steps: int = option(3000, "with --move-head: its optimizer steps (batch 64; seconds on a CPU)", group="run")
     locator_pretrain_steps: int = option(
         300, "with --locator: first train the locator alone for N steps, so that its tokens are right when the "
         "language model starts learning to copy them (ecot.train.locator_pretrain)", group="run")
@@ -131,9 +136,11 @@ class RunConfig:
         if self.numeric_embeddings and (self.model not in PRESETS or self.tokenizer_numbers != "whole"):
             raise UsageError("--numeric-embeddings initializes a from-scratch preset's number tokens: it needs a preset "
                              "--model and --tokenizer-numbers whole")
-        for flag in ("locator_relations", "locator_only"):
+        if self.move_head_steps < 1:
+            raise UsageError(f"move_head_steps must be at least 1, got {self.move_head_steps}")
+        for flag in ("locator_relations", "locator_only", "move_head"):
             if getattr(self, flag) and not self.locator:
-                raise UsageError(f"--{flag.replace('_', '-')} changes the locator's tokens: it needs --locator")
+                raise UsageError(f"--{flag.replace('_', '-')} builds on the locator: it needs --locator")
         if self.locator_pretrain_steps < 0:
             raise UsageError(f"locator_pretrain_steps must be >= 0, got {self.locator_pretrain_steps}")
         if self.eval_episodes is not None and self.eval_episodes < 0:
@@ -375,4 +382,9 @@ def build_run(run: RunConfig):
         import sys
 
         print(f"locator pre-training: {figures}", file=sys.stderr)
+    if run.move_head and model.move_head is None:
+        from ecot.train.move_head_stage import train_move_head
+
+        train_move_head(model, train_data, run.out, steps=run.move_head_steps, seed=run.train.seed,
+                        eval_data=eval_data, progress=run.train.progress)
     return model, processor, train_data, eval_data, stats.action

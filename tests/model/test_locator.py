@@ -269,3 +269,53 @@ def test_a_locator_only_model_sees_the_findings_and_not_the_patches(whole_tokeni
     assert loaded.locator.spec.image_patches is False and loaded.num_patches == model.num_patches
     out = ECoTPolicy(model, mode="full").step(np.zeros((112, 112, 3), np.uint8), "push the red block to the left")
     assert out.action.shape == (7,) and np.isfinite(out.action).all()
+
+
+def test_the_move_head_chooses_the_policys_move_and_round_trips(whole_tokenizer, tmp_path):
+    from ecot.model.move_head import CONFIG_KEY as MOVE_KEY, MoveHeadSpec, build_spec as build_move_spec
+    from ecot.model.vla import VLA
+    from ecot.policy import ECoTPolicy
+
+    with pytest.raises(ValueError, match="at least two distinct MOVEs"):
+        MoveHeadSpec(moves=["move left"], words=[], object_words=["red"], frame_size=112)
+    model = _locator_model(whole_tokenizer, seed=2)
+    spec = build_move_spec(["move left", "move right", "move left"], ["push the red block to the left"],
+                           model.locator.spec.words, 112)
+    assert spec.moves == ["move left", "move right"] and "red" not in spec.words and "left" in spec.words
+    model.attach_move_head(spec)
+    with torch.no_grad():  # a head that always chooses "move right"
+        model.move_head.net[-1].bias.copy_(torch.tensor([-50.0, 50.0]))
+    policy = ECoTPolicy(model, mode="full")
+    image = np.zeros((112, 112, 3), np.uint8)
+    out = policy.step(image, "push the red block to the left")
+    assert out.reasoning.move == "move right" and out.timings["move_head_ms"] > 0
+    policy.edit(move="move left")  # a person's edit wins over the head
+    assert policy.step(image, "push the red block to the left").reasoning.move == "move left"
+    policy.reset()
+    assert ECoTPolicy(model, mode="no-reasoning").step(image, "push the red block").timings["move_head_ms"] == 0
+
+    model.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())[MOVE_KEY]["moves"] == spec.moves
+    loaded = VLA.from_pretrained(tmp_path / "ckpt", progress=False).eval()
+    assert loaded.move_head is not None
+    torch.testing.assert_close(loaded.move_head.net[-1].bias, model.move_head.net[-1].bias)
+    plain = VLA(type(model.config).preset("tiny-siglip"))
+    with pytest.raises(ValueError, match="no locator"):
+        plain.attach_move_head(spec)
+
+
+def test_the_move_head_reads_the_named_objects_box():
+    from ecot.model.move_head import MoveHead, MoveHeadSpec
+
+    head = MoveHead(MoveHeadSpec(moves=["move left", "move right"], words=["left"], object_words=["bar", "blue", "red"],
+                                 frame_size=100))
+    boxes = torch.tensor([[[10.0, 10, 20, 20], [60, 60, 80, 80]]])
+    probs = torch.tensor([[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])  # a blue thing, a red thing
+    present = torch.tensor([[True, True]])
+    gripper = torch.tensor([[50.0, 50.0]])
+    red = head.features(boxes, present, probs, gripper, ["push the red bar to the left"])
+    blue = head.features(boxes, present, probs, gripper, ["push the blue bar"])
+    assert red[0, :2].tolist() == pytest.approx([0.4, 0.4]) and blue[0, :2].tolist() == pytest.approx([-0.7, -0.7])
+    assert red[0, -1] == 1.0 and blue[0, -1] == 0.0  # "left" is said or not
+    nothing = head.features(boxes, torch.tensor([[False, False]]), probs, gripper, ["push the red bar"])
+    assert nothing[0, :2].tolist() == [0.0, 0.0]  # no object found: the box is the gripper's point

@@ -170,3 +170,21 @@ def test_numeric_embeddings_option(sim_data, tmp_path):
     assert torch.cosine_similarity(emb[ids[0], :8], emb[ids[1], :8], dim=0) > 0.6
     with pytest.raises(ValueError, match="--tokenizer-numbers whole"):
         _run(sim_data, tmp_path, "ecot", numeric_embeddings=True)
+
+
+def test_move_head_trains_on_the_annotations_before_the_language_model_and_is_cached(sim_data, tmp_path):
+    from ecot.reasoning import Reasoning
+
+    with pytest.raises(ValueError, match="--move-head builds on the locator"):
+        _run(sim_data, tmp_path, "ecot", move_head=True, tokenizer_numbers="whole")
+    config = _run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole", move_head=True,
+                  move_head_steps=300, locator_pretrain_steps=0)
+    model, _, train, _, _ = build_run(config)
+    head = model.move_head
+    figures = json.loads((tmp_path / "ecot" / "move_head.json").read_text())
+    moves = [Reasoning.parse(train.reasoning_text(train.steps.get(i))).move for i in range(len(train.steps))]
+    assert figures["frames"] == sum(bool(m) for m in moves) and set(head.spec.moves) == {m for m in moves if m}
+    assert figures["loss_last"] < figures["loss_first"]
+    again, _, _, _, _ = build_run(config)  # a restarted run loads it instead of training it again
+    torch_close = all(bool((a == b).all()) for a, b in zip(again.move_head.parameters(), head.parameters()))
+    assert torch_close and again.config.extra["ecot_move_head"] == model.config.extra["ecot_move_head"]
