@@ -49,14 +49,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-objects", type=int, default=r["num_objects"])
     p.add_argument("--expert-style", default=r["expert_style"], choices=EXPERT_STYLES)
     p.add_argument("--episodes", type=int, default=r["episodes"], help="demonstrations (seen compositions)")
-    p.add_argument("--action-noise", type=float, default=0.0, help="recovery data: std (m) of the noise on executed steps")
-    p.add_argument("--action-noise-fraction", type=float, default=1.0, help="share of the steps that get the noise")
+    p.add_argument("--action-noise", type=float, default=r["action_noise"],
+                   help="recovery data: std (m) of the noise on executed steps")
+    p.add_argument("--action-noise-fraction", type=float, default=r["action_noise_fraction"],
+                   help="share of the steps that get the noise")
+    p.add_argument("--moves-from", default=r["moves_from"], choices=("states", "actions"),
+                   help="what the annotations' MOVE describes (ecot annotate --moves-from)")
     p.add_argument("--start", default=r["start"], choices=START_REGIONS,
                    help="where demonstrations start the gripper (anywhere: episode-level recovery data, evaluated "
                         "from home; table: planar pushing, evaluated from the table too)")
     p.add_argument("--camera", default=r["camera"], choices=CAMERAS, help="the camera of demonstrations and evaluations")
     p.add_argument("--image-size", type=int, default=r["image_size"])
     p.add_argument("--model", default=r["model"])
+    p.add_argument("--no-locator", dest="locator", action="store_false", default=r["locator"],
+                   help="train without the locator and the move head (the demo recipe's --no-locator)")
+    p.add_argument("--action-loss-weight", type=float, default=r["action_loss_weight"],
+                   help="weight of the action tokens' loss (with the locator)")
     p.add_argument("--vision-pretrain-steps", type=int, default=r["vision_pretrain_steps"],
                    help="vision pre-training steps on the sim's ground truth before every recipe (0: none)")
     p.add_argument("--steps", type=int, default=r["train_steps"], help="optimizer steps of every recipe")
@@ -92,6 +100,7 @@ class _Costs(dict):
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("MUJOCO_GL", "osmesa")
+    from ecot.annotate.pipeline import AnnotateConfig
     from ecot.annotate.runner import RunConfig as AnnotateRunConfig
     from ecot.annotate.runner import run_annotation
     from ecot.demo import train_policy
@@ -115,7 +124,8 @@ def main() -> None:
                                    camera=args.camera))
     cost["collect_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=args.workers))
+    run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=args.workers,
+                                     annotate=AnnotateConfig(moves_from=args.moves_from)))
     cost["annotate_s"] = time.perf_counter() - t
 
     evals: dict[str, Path] = {}
@@ -151,7 +161,8 @@ def main() -> None:
             t = time.perf_counter()
             metrics = train_policy(dataset, annotations, run, recipe=recipe, model=args.model, steps=args.steps,
                                    batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                                   vision_pretrain_steps=args.vision_pretrain_steps)
+                                   vision_pretrain_steps=args.vision_pretrain_steps, locator=args.locator,
+                                   action_loss_weight=args.action_loss_weight if args.locator else 1.0)
             cost[f"train_{recipe}_s"] = time.perf_counter() - t
             trained[recipe] = metrics
         for split in ("seen", "heldout"):
@@ -166,9 +177,12 @@ def main() -> None:
                      f"demonstrations at {args.image_size} px"
                      + (f" (executed steps perturbed: {args.action_noise} m std on {args.action_noise_fraction:.0%} of them)"
                         if args.action_noise else "")
+                     + (f", MOVE from the commanded actions" if args.moves_from == "actions" else "")
                      + (f" starting {args.start}" if args.start != "home" else "")
                      + (f", {args.camera} camera" if args.camera != "main" else "") + ", "
-                     f"{args.model}, " + (f"{args.vision_pretrain_steps} vision pre-training steps, "
+                     f"{args.model}, " + ("the locator as the only view of the image, the move head (ECoT), action "
+                                         f"loss weight {args.action_loss_weight}, " if args.locator else "")
+                     + (f"{args.vision_pretrain_steps} vision pre-training steps, "
                                           if args.vision_pretrain_steps else "")
                      + f"{args.steps} steps x batch {args.batch_size}, lr {args.lr}; "
                      f"{args.eval_episodes} closed-loop episodes per policy and split, {args.max_steps} steps each"),

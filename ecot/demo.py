@@ -29,18 +29,27 @@ from ecot.sim import EXPERT_STYLES
 DEMO_RECIPE: dict = {
     "task": "push",  # one task family: push one object to a side of the table (left, right or back)
     "num_objects": 2,  # the task's object and one distractor
-    "start": "home",  # where the gripper starts; "table" (planar pushing) did not help at this budget (round seven)
-    "camera": "main",  # over the robot's shoulder; "top" did not help at this budget either (round seven)
-    "expert_style": "axis",  # fixed-speed steps per axis, no noise: few distinct action values
-    "episodes": 200,  # demonstrations, each ending 3 steps past success (no retreat frames)
+    "start": "table",  # planar pushing: the gripper starts at pushing height (docs/quality.md, round seven)
+    "camera": "main",  # over the robot's shoulder; "top" did not help at this budget (round seven)
+    "expert_style": "sign",  # every step 2 cm or none per axis: choosing the action is choosing a direction
+    # Recovery data: half the executed steps are nudged by 1 cm while the expert's own action is recorded,
+    # so the demonstrations show the way back to the path; MOVE describes the commanded action, not the nudge.
+    "action_noise": 0.01,
+    "action_noise_fraction": 0.5,
+    "moves_from": "actions",
+    "episodes": 200,  # demonstrations, each ending 3 steps past success
     "image_size": 112,
     "model": "tiny-siglip",
     "vision_pretrain_steps": 0,  # on: the tower first learns to see on the sim's ground truth (did not help: docs/quality.md)
+    # The locator finds the objects and the gripper and is the language model's only view of the image;
+    # the move head chooses MOVE from its findings (docs/quality.md, round fourteen).
+    "locator": True,
+    "action_loss_weight": 10.0,
     "train_steps": 600,
     "batch_size": 16,
     "lr": 1e-3,
     "rollouts": 10,
-    "rollout_steps": 30,  # the expert's push demonstrations take 15 steps (median), 27 at most
+    "rollout_steps": 40,  # the sign expert's push demonstrations take 26 steps (median), 39 at most
 }
 
 
@@ -56,8 +65,15 @@ class DemoConfig:
     camera: str = option(DEMO_RECIPE["camera"], "the camera: main (over the robot's shoulder) or top (straight down)",
                          choices=("main", "top"))
     expert_style: str = option(DEMO_RECIPE["expert_style"], "the scripted expert's motion", choices=EXPERT_STYLES)
+    action_noise: float = option(DEMO_RECIPE["action_noise"], "recovery data: std (m) of the noise on executed steps "
+                                 "(the expert's action is recorded; 0: none)")
+    action_noise_fraction: float = option(DEMO_RECIPE["action_noise_fraction"], "share of the steps that get the noise")
+    moves_from: str = option(DEMO_RECIPE["moves_from"], "what MOVE describes: the commanded actions or the executed "
+                             "motion (states)", choices=("states", "actions"))
     episodes: int = option(DEMO_RECIPE["episodes"], "demonstrations to collect")
     image_size: int = option(DEMO_RECIPE["image_size"], "camera resolution")  # the tiny preset's input size
+    locator: bool = option(DEMO_RECIPE["locator"], "train without the locator and the move head: the language model "
+                           "sees the image's patches and writes every field itself")  # --no-locator
     vision_pretrain_steps: int = option(DEMO_RECIPE["vision_pretrain_steps"],
                                         "vision pre-training steps on the sim's ground truth (0: none)")
     train_steps: int = option(DEMO_RECIPE["train_steps"], "optimizer steps")
@@ -123,6 +139,7 @@ def run_demo(config: DemoConfig) -> dict:
 
 
 def _run_demo(config: DemoConfig) -> dict:
+    from ecot.annotate.pipeline import AnnotateConfig
     from ecot.annotate.runner import RunConfig as AnnotateRunConfig
     from ecot.annotate.runner import run_annotation
     from ecot.sim.collect import CollectConfig, collect
@@ -138,14 +155,16 @@ def _run_demo(config: DemoConfig) -> dict:
                                                image_size=config.image_size, workers=config.workers,
                                                num_objects=config.num_objects, stop_at_success=True,
                                                expert_style=config.expert_style, start=config.start,
-                                               camera=config.camera))
+                                               camera=config.camera, action_noise=config.action_noise,
+                                               action_noise_fraction=config.action_noise_fraction))
     print(f"{collected['episodes']} episodes in {collected['out']} ({collected['new_episodes']} new, "
           f"{collected['new_successes']} of them successful)", file=sys.stderr)
     timings["collect_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     _say(f"2/4 annotating embodied reasoning (template backend, offline) -> {annotations}")
-    annotated = run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=config.workers))
+    annotated = run_annotation(AnnotateRunConfig(dataset_dir=str(dataset), out_dir=str(annotations), workers=config.workers,
+                                                 annotate=AnnotateConfig(moves_from=config.moves_from)))
     if annotated.features_path is None:
         raise EcotError(f"annotation did not finish ({annotated.done}/{annotated.total} episodes); see {annotations}/work/failed")
     print(f"annotated {annotated.annotated_now} episode(s) now; {annotated.done}/{annotated.total} done", file=sys.stderr)
@@ -155,7 +174,8 @@ def _run_demo(config: DemoConfig) -> dict:
     _say(f"3/4 training a {config.model} ECoT policy for {config.train_steps} steps on {_device()} -> {run}")
     metrics = train_policy(dataset, annotations, run, recipe="ecot", model=config.model, steps=config.train_steps,
                            batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                           vision_pretrain_steps=config.vision_pretrain_steps)
+                           vision_pretrain_steps=config.vision_pretrain_steps, locator=config.locator,
+                           action_loss_weight=DEMO_RECIPE["action_loss_weight"] if config.locator else 1.0)
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -182,19 +202,25 @@ def _run_demo(config: DemoConfig) -> dict:
 
 def train_policy(dataset: Path, annotations: Path, run: Path, recipe: str = "ecot", model: str = "tiny-siglip",
                  steps: int = 600, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-                 vision_pretrain_steps: int = 0) -> dict:
+                 vision_pretrain_steps: int = 0, locator: bool = False, action_loss_weight: float = 1.0) -> dict:
     """Stage 3 through the training API (what `ecot train` runs for the same flags); resumable from the
     run's checkpoints. Returns the last held-out metrics, with the majority-token and zero-motion
-    predictors' figures on the same steps."""
+    predictors' figures on the same steps.
+
+    ``locator``: `ecot train --locator --locator-relations --locator-only --numeric-embeddings
+    --tokenizer-numbers whole`, and `--move-head` for recipes that write reasoning."""
     from ecot.train.recipes import RunConfig, build_run
     from ecot.train.trainer import TrainConfig, Trainer
 
     if not (run / "final").exists():
         train_config = TrainConfig(out_dir=str(run), max_steps=steps, batch_size=batch_size, lr=lr, schedule="cosine",
-                                   warmup_steps=20, log_every=50, seed=seed, save_every=100, keep_last=1)
+                                   warmup_steps=20, log_every=50, seed=seed, save_every=100, keep_last=1,
+                                   action_loss_weight=action_loss_weight)
+        located = dict(locator=True, locator_relations=True, locator_only=True, numeric_embeddings=True,
+                       tokenizer_numbers="whole", move_head=recipe != "no-reasoning") if locator else {}
         run_config = RunConfig(data=str(dataset), out=str(run), recipe=recipe, model=model,
                                features=str(annotations), train=train_config,
-                               vision_pretrain_steps=vision_pretrain_steps)
+                               vision_pretrain_steps=vision_pretrain_steps, **located)
         model_, processor, train_data, eval_data, action_stats = build_run(run_config)
         Trainer(run_config.train, model_, processor, train_data, eval_data=eval_data, action_stats=action_stats).fit()
     return _final_metrics(run)
