@@ -235,7 +235,8 @@ def demo_data(root: Path, seed: int) -> Path:
     config = CollectConfig(task=DEMO_RECIPE["task"], episodes=DEMO_RECIPE["episodes"],
                            image_size=DEMO_RECIPE["image_size"], num_objects=DEMO_RECIPE["num_objects"],
                            expert_style=DEMO_RECIPE["expert_style"], start=DEMO_RECIPE["start"], camera=DEMO_RECIPE["camera"],
-                           stop_at_success=True, seed=seed)
+                           action_noise=DEMO_RECIPE["action_noise"],
+                           action_noise_fraction=DEMO_RECIPE["action_noise_fraction"], stop_at_success=True, seed=seed)
     collect(out, config, progress=True)  # resumes (or returns at once) when already collected
     return out
 
