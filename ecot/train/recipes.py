@@ -138,6 +138,8 @@ class RunConfig:
                              "--model and --tokenizer-numbers whole")
         if self.move_head_steps < 1:
             raise UsageError(f"move_head_steps must be at least 1, got {self.move_head_steps}")
+        if self.move_head and self.recipe == "no-reasoning":
+            raise UsageError("--move-head chooses the chain's MOVE, and --recipe no-reasoning trains no chain")
         for flag in ("locator_relations", "locator_only", "move_head"):
             if getattr(self, flag) and not self.locator:
                 raise UsageError(f"--{flag.replace('_', '-')} builds on the locator: it needs --locator")

@@ -177,6 +177,8 @@ def test_move_head_trains_on_the_annotations_before_the_language_model_and_is_ca
 
     with pytest.raises(ValueError, match="--move-head builds on the locator"):
         _run(sim_data, tmp_path, "ecot", move_head=True, tokenizer_numbers="whole")
+    with pytest.raises(ValueError, match="no-reasoning trains no chain"):
+        _run(sim_data, tmp_path, "no-reasoning", locator=True, move_head=True, tokenizer_numbers="whole")
     config = _run(sim_data, tmp_path, "ecot", locator=True, tokenizer_numbers="whole", move_head=True,
                   move_head_steps=300, locator_pretrain_steps=0)
     model, _, train, _, _ = build_run(config)
