@@ -52,7 +52,18 @@ def _torchrun_killed(out: Path, strategy: str, steps: int, save_every: int) -> N
             time.sleep(0.05)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group this test started: torchrun and its two workers
+            import psutil
+
+            # The group this test started holds torchrun; its workers are killed by pid as well, in case the
+            # launcher put them in a session of their own (a surviving worker would go on logging and saving).
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            for worker in workers:
+                try:
+                    worker.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(workers, timeout=30)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, f"torchrun ended with {proc.returncode} before it was killed"
 
