@@ -177,8 +177,8 @@ def main() -> None:
                      f"demonstrations at {args.image_size} px"
                      + (f" (executed steps perturbed: {args.action_noise} m std on {args.action_noise_fraction:.0%} of them)"
                         if args.action_noise else "")
-                     + (f", MOVE from the commanded actions" if args.moves_from == "actions" else "")
-                     + (f" starting {args.start}" if args.start != "home" else "")
+                     + (", MOVE from the commanded actions" if args.moves_from == "actions" else "")
+                     + (f", starting {args.start}" if args.start != "home" else "")
                      + (f", {args.camera} camera" if args.camera != "main" else "") + ", "
                      f"{args.model}, " + ("the locator as the only view of the image, the move head (ECoT), action "
                                          f"loss weight {args.action_loss_weight}, " if args.locator else "")
