@@ -1,8 +1,12 @@
 """`ecot demo`: the whole ECoT pipeline on built-in defaults, on a CPU, in minutes.
 
-1. collect scripted demonstrations in the built-in MuJoCo tabletop (`ecot sim collect`);
-2. annotate them with embodied reasoning, offline (`ecot annotate`, template backend);
-3. train a tiny ECoT policy from scratch (`ecot train --recipe ecot --model tiny-siglip`);
+1. collect scripted demonstrations in the built-in MuJoCo tabletop (`ecot sim collect`, with
+   recovery noise);
+2. annotate them with embodied reasoning, offline (`ecot annotate`, template backend, MOVE from the
+   commanded actions);
+3. train a tiny ECoT policy from scratch (`ecot train --recipe ecot --model tiny-siglip --locator
+   --locator-relations --locator-only --move-head --numeric-embeddings --tokenizer-numbers whole
+   --action-loss-weight 10`; without the locator and the move head with `--no-locator`);
 4. evaluate the trained policy closed-loop in new scenes (`ecot eval`): at every step it writes
    its reasoning, then acts; the reasoning is printed, scored against the sim's ground truth and
    drawn (boxes, gripper trail, text) into GIFs.
