@@ -84,7 +84,7 @@ def closed_loop(policy, label: str, task: str, split: str, episodes: int, seed: 
     return {
         "success": f"{successes}/{episodes}", "success_rate": successes / episodes,
         "success_ci95": [round(v, 3) for v in wilson_interval(successes, episodes)],
-        "box_iou": mean("box_iou"), "move_agree": mean("move_agree"), "subtask_correct": mean("subtask_correct"),
+        "box_iou": mean("box_iou"), "box_iou_ok": mean("box_iou_ok"), "move_agree": mean("move_agree"), "subtask_correct": mean("subtask_correct"),
         "gripper_err_px": mean("gripper_err_px"), "seconds": round(time.perf_counter() - t0, 1),
         "episodes": [{"seed": r["seed"], "success": r["success"], "steps": r["steps"]} for r in records],
     }

@@ -145,7 +145,7 @@ def main() -> None:
         f = res.get("faithfulness") or {}
         results.setdefault(label, {})[split] = {
             "success_rate": res["success_rate"], "success_ci95": res["success_ci95"], "episodes": res["episodes"],
-            "faithfulness": {k: f.get(k) for k in ("box_iou", "box_recall", "gripper_err_px", "move_agree",
+            "faithfulness": {k: f.get(k) for k in ("box_iou", "box_iou_ok", "box_recall", "gripper_err_px", "move_agree",
                                                    "subtask_correct")} if f else None,
             "latency_ms": res.get("latency_ms"),
         }
@@ -180,7 +180,8 @@ def main() -> None:
                      + (", MOVE from the commanded actions" if args.moves_from == "actions" else "")
                      + (f", starting {args.start}" if args.start != "home" else "")
                      + (f", {args.camera} camera" if args.camera != "main" else "") + ", "
-                     f"{args.model}, " + ("the locator as the only view of the image, the move head (ECoT), action "
+                     f"{args.model}, " + ("the locator as the only view of the image and the writer of VISIBLE "
+                                         "OBJECTS, the move head with the action bound to its MOVE (ECoT), action "
                                          f"loss weight {args.action_loss_weight}, " if args.locator else "")
                      + (f"{args.vision_pretrain_steps} vision pre-training steps, "
                                           if args.vision_pretrain_steps else "")

@@ -263,7 +263,7 @@ def _faithfulness_brief(results: dict | None) -> dict | None:
     f = (results or {}).get("faithfulness")
     if not f:
         return None
-    return {k: f[k] for k in ("box_iou", "box_recall", "gripper_err_px", "move_agree", "subtask_correct", "plan_coverage")}
+    return {k: f[k] for k in ("box_iou", "box_iou_ok", "box_recall", "gripper_err_px", "move_agree", "subtask_correct", "plan_coverage")}
 
 
 def _device() -> str:

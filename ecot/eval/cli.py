@@ -59,7 +59,7 @@ def _eval(args: argparse.Namespace) -> int:
     shown = {k: results[k] for k in ("policy", "split", "episodes", "success_rate", "success_ci95", "by_task", "latency_ms")}
     f = results.get("faithfulness")
     if f:
-        shown["faithfulness"] = {k: f[k] for k in ("box_iou", "box_precision", "box_recall", "gripper_err_px",
+        shown["faithfulness"] = {k: f[k] for k in ("box_iou", "box_iou_ok", "box_precision", "box_recall", "gripper_err_px",
                                                    "move_agree", "subtask_correct", "plan_coverage")}
     print(json.dumps(shown, indent=2))
     print(f"results in {args.out}/results.json", file=sys.stderr)

@@ -6,7 +6,9 @@ scored against the ground truth of the executed episode (definitions in docs/eva
 * VISIBLE OBJECTS -- objects are matched by name (case, spacing and trailing punctuation ignored)
   to the objects visible at ``t``; ``box_iou`` is the mean IoU of the matched boxes,
   ``box_precision`` the share of written names that are visible objects (a repeated name counts
-  once, its repeats as wrong), ``box_recall`` the share of visible objects that were named.
+  once, its repeats as wrong), ``box_recall`` the share of visible objects that were named, and
+  ``box_iou_ok`` the share of written objects whose box has IoU >= 0.5 with the visible object of
+  that name (a name that is no visible object, or a repeat, counts as a miss).
 * GRIPPER POSITION -- ``gripper_err_px``: pixel distance of the first (current) point to the
   projected fingertip centre at ``t``.
 * MOVE -- ``move_agree``: the MOVE text equals the primitive computed from the motion that
@@ -32,7 +34,8 @@ from ecot.annotate.template import gripper_open_track, phases, plan_steps, push_
 from ecot.data.episode import Episode, GroundTruth
 from ecot.reasoning import Reasoning
 
-STEP_METRICS = ("box_iou", "box_precision", "box_recall", "gripper_err_px", "move_agree", "subtask_correct",
+BOX_IOU_OK = 0.5  # a written box "finds" its object at this IoU or more
+STEP_METRICS = ("box_iou", "box_iou_ok", "box_precision", "box_recall", "gripper_err_px", "move_agree", "subtask_correct",
                 "plan_coverage")
 
 
@@ -88,6 +91,7 @@ def step_metrics(reasoning: Reasoning, gt: GroundTruth, t: int, move_gt: str, su
     n_written = len(reasoning.visible_objects)
     out: dict[str, Any] = {
         "box_iou": float(np.mean(ious)) if ious else None,
+        "box_iou_ok": sum(iou >= BOX_IOU_OK for iou in ious) / n_written if n_written else None,
         "box_precision": (n_written - wrong) / n_written if n_written else None,
         "box_recall": len(matched) / len(visible) if visible else None,
         "gripper_err_px": None,

@@ -29,6 +29,7 @@ value as one token (``ecot train --tokenizer-numbers whole``).
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -47,6 +48,7 @@ PRESENT_THRESHOLD = 0.5  # centre score above which a found object is handed to 
 # annotation's, so that it also learns to read findings with the locator's errors (a missed word, a spurious
 # object): a model that only ever saw exact findings derails on one spurious object (docs/quality.md, round ten).
 OWN_FINDINGS_SHARE = 0.5
+ARTICLES = ("the", "a", "an")  # not name words: the locator does not report them
 _FOCAL_ALPHA, _FOCAL_BETA = 2.0, 4.0  # CenterNet's focal loss exponents
 
 
@@ -67,6 +69,10 @@ class LocatorSpec:
     # patches, so its chain can only come from the findings, which hold off the demonstrations' paths where the
     # patches do not (docs/quality.md, round fourteen).
     image_patches: bool = True
+    # The training chains' object names ("the red block"): the policy names what the locator found with them
+    # when it writes the findings into VISIBLE OBJECTS (``PolicyConfig.locator_objects``). Empty in
+    # checkpoints from before they were stored: the language model then writes VISIBLE OBJECTS itself.
+    names: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +92,8 @@ class LocatorSpec:
         for name in ("relations", "image_patches"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.names, list) or not all(isinstance(n, str) and n.strip() for n in self.names):
+            problems.append(f"names must be a list of non-empty object names, got {self.names!r}")
         if problems:
             raise ValueError(f"invalid {CONFIG_KEY} entry: " + "; ".join(problems))
 
@@ -103,7 +111,7 @@ class LocatorSpec:
         if not isinstance(data, Mapping):
             raise ValueError(f"{CONFIG_KEY} must be an object, got {type(data).__name__}")
         known = {"words", "word_token_ids", "number_token_ids", "frame_size", "max_objects", "channels", "relations",
-                 "image_patches"}
+                 "image_patches", "names"}
         missing = sorted({"words", "word_token_ids", "number_token_ids", "frame_size"} - set(data))
         if missing:
             raise ValueError(f"{CONFIG_KEY} lacks {missing}")
@@ -386,8 +394,70 @@ def _focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def name_words(names: Sequence[str]) -> list[str]:
     """The attribute words of object names ("the red block" -> red, block), sorted."""
-    words = {w for name in names for w in str(name).lower().split() if w not in ("the", "a", "an")}
+    words = {w for name in names for w in str(name).lower().split() if w not in ARTICLES}
     return sorted(words)
+
+
+def name_slots(names: Sequence[str]) -> tuple[str, list[list[str]], list[bool]]:
+    """How the training names are built: their article ("the", or ""), the words that stand in each place after
+    it (e.g. [[colours], [kinds]]) and whether every name fills that place, so that a found object gets a name
+    from its words -- also a colour and kind that never met in training (the sim's held-out appearances)."""
+    split = [str(n).lower().split() for n in names if str(n).strip()]
+    articles = [w[0] for w in split if w[0] in ARTICLES]
+    article = max(set(articles), key=articles.count) if len(articles) * 2 > len(split) else ""
+    places: dict[str, list[int]] = {}
+    for words in split:
+        rest = [w for w in words if w not in ARTICLES]
+        for j, w in enumerate(rest):
+            places.setdefault(w, []).append(j - len(rest))  # counted from the end: the kind is always last
+    slots: dict[int, list[str]] = {}
+    for w, js in sorted(places.items()):
+        slots.setdefault(max(set(js), key=js.count), []).append(w)
+    order = sorted(slots)
+    always = [all(any(w in slots[j] for w in words) for words in split) for j in order]
+    return article, [slots[j] for j in order], always
+
+
+def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[str]) -> list[list[tuple[str, list[int]]]]:
+    """VISIBLE OBJECTS from the locator's findings, as the training chains list them: first the object the
+    instruction names (the found object its name words fit best), under the instruction's name for it; then
+    the others left to right, each named from its likeliest word in each place of the training names
+    (``spec.names``: "the" + colour + kind). Boxes are rounded into the chain's frame; a name is written once."""
+    if not spec.names:
+        raise ValueError("this locator stores no object names (a checkpoint from before they were kept): it cannot "
+                         "name what it finds")
+    article, slots, always = name_slots(spec.names)
+    index = {w: k for k, w in enumerate(spec.words)}
+    top = spec.frame_size - 1
+    out = []
+    for b, instruction in enumerate(instructions):
+        probs = findings.word_probs[b].float().clamp(1e-6, 1.0)
+        present = [k for k in range(probs.shape[0]) if bool(findings.present()[b, k])]
+        wanted = [w for w in re.findall(r"[a-z]+", str(instruction).lower()) if w in index]
+        main = max(present, key=lambda k: float(sum(probs[k, index[w]].log() for w in wanted))) if wanted and present else None
+
+        def name_of(k: int) -> str:
+            if k == main:
+                words = wanted
+            else:
+                words = []
+                for slot, filled in zip(slots, always):
+                    known = [w for w in slot if w in index]
+                    best = max(known, key=lambda w: float(probs[k, index[w]])) if known else None
+                    if best is not None and (filled or float(probs[k, index[best]]) > 0.5):
+                        words.append(best)
+            return " ".join([article] * bool(article) + words)
+
+        kept, seen = [], set()
+        for k in ([main] if main is not None else []) + [k for k in present if k != main]:
+            name = name_of(k)
+            box = [int(min(max(round(float(v)), 0), top)) for v in findings.boxes[b, k]]
+            if name.strip() == article or name in seen or box[2] <= box[0] or box[3] <= box[1]:
+                continue  # nameless, a name already written, or a degenerate box: nothing the chain could use
+            seen.add(name)
+            kept.append((name, box))
+        out.append(kept)
+    return out
 
 
 def number_token_ids(tokenizer: Any, largest: int) -> list[int]:
@@ -421,7 +491,7 @@ def build_spec(tokenizer: Any, names: Sequence[str], frame_size: int, max_object
     word_ids = [[i for i in ids if tokenizer.convert_ids_to_tokens(i) != "▁"] or ids for ids in word_ids]
     return LocatorSpec(words=words, word_token_ids=word_ids, number_token_ids=number_token_ids(tokenizer, frame_size - 1),
                        frame_size=int(frame_size), max_objects=max_objects, channels=channels, relations=relations,
-                       image_patches=image_patches)
+                       image_patches=image_patches, names=sorted({" ".join(str(n).split()) for n in names if str(n).strip()}))
 
 
 def frame_targets(items: Sequence[tuple[str, Sequence[float]]], gripper: Sequence[float] | None, spec: LocatorSpec,

@@ -61,6 +61,9 @@ class DecodeRequest:
     # chosen one and kept as long as the model would have chosen them anyway. Greedy choices are
     # the same as without a draft (up to floating-point differences between wide and one-id forwards).
     draft: list[int] | None = None
+    # Per action dimension, the bin indices (0 .. n_bins - 1) its action id may take; None: any
+    # (ecot.policy.move_action: the bins that agree with a MOVE fixed in advance).
+    action_bins: list[Any] | None = None
 
 
 @dataclass
@@ -318,7 +321,7 @@ class _Sequence:
         ids, -1 padded) and the action's expected value (0 for a field)."""
         if plan[0] == "action":
             lo, hi = self.tables.action_lo, self.tables.action_hi
-            scores = logits[lo:hi].float()
+            scores = self._action_scores(logits[lo:hi].float())
             token = lo + torch.argmax(scores)
             expected = torch.softmax(scores, dim=0) @ self.tables.action_values.to(scores.device)
             return token.view(1).expand(top + 1), expected
@@ -331,12 +334,22 @@ class _Sequence:
         ids = torch.cat([best, ranked, torch.full((top - k,), -1, dtype=ranked.dtype, device=ranked.device)])
         return ids, torch.zeros((), dtype=torch.float32, device=logits.device)
 
+    def _action_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """The next action dimension's bin scores, those outside the request's ``action_bins`` at -inf."""
+        bins = self.req.action_bins
+        k = len(self.action_ids)
+        if not bins or k >= len(bins) or bins[k] is None:
+            return scores
+        keep = torch.zeros_like(scores, dtype=torch.bool)
+        keep[torch.as_tensor(bins[k], dtype=torch.long, device=scores.device)] = True
+        return scores.masked_fill(~keep, float("-inf"))
+
     def _choose_action(self, logits: torch.Tensor, prefetched: tuple[list[int], float] | None = None) -> None:
         if prefetched is not None:
             token, expected = int(prefetched[0][0]), float(prefetched[1])
         else:
             lo, hi = self.tables.action_lo, self.tables.action_hi
-            scores = logits[lo:hi].float()
+            scores = self._action_scores(logits[lo:hi].float())
             token = lo + int(torch.argmax(scores))
             values = self.tables.action_values.to(scores.device)
             expected = float(torch.softmax(scores, dim=0) @ values)

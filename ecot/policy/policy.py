@@ -35,7 +35,7 @@ from ecot.policy.grammar import writes_tag_or_eos
 from ecot.policy.observation import check_image, check_instruction
 from ecot.policy.modes import ACTION_DECODINGS, MODES
 from ecot.prompts import conditioning_prompt
-from ecot.reasoning import MOVE, MOVE_REASONING, TAG_TO_FIELD, Reasoning, prefix_before, render_objects, render_points
+from ecot.reasoning import MOVE, MOVE_REASONING, TAG_TO_FIELD, VISIBLE_OBJECTS, Reasoning, prefix_before, render_objects, render_points
 
 HIGH_LEVEL_END = TAGS.index(MOVE_REASONING)  # fields before it are the reusable high-level part
 FIELD_TO_TAG = {name: tag for tag, name in TAG_TO_FIELD.items()}
@@ -64,6 +64,16 @@ class PolicyConfig:
     # (the greedy ids are still what the model is conditioned on). Grammar on only.
     action_decoding: str = option("argmax", "action tokens -> action: the greedy bin, or the mean over the bins' "
                                   "probabilities", choices=ACTION_DECODINGS)
+    # Models with a locator (ecot.model.locator) whose checkpoint keeps the object names: VISIBLE OBJECTS is
+    # what the locator found, written as forced text (like a tool's output), and the language model writes the
+    # rest of the chain from it. Its boxes hold off the demonstrations' paths, where the language model's own
+    # copy of them does not (docs/quality.md, round fifteen). A hand edit of VISIBLE OBJECTS wins.
+    locator_objects: bool = option(True, "models with a locator: write its found objects and boxes into VISIBLE "
+                                         "OBJECTS instead of letting the language model copy them")
+    # When MOVE is fixed before the action is decoded (the move head's choice, or a person's edit), keep each
+    # translation dimension's action token among the bins that move the way MOVE says (ecot.policy.move_action):
+    # the written MOVE is then what the robot does. None: on for checkpoints with a move head, else off.
+    action_follows_move: bool | None = option(None, cli=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -413,8 +423,10 @@ class ECoTPolicy:
             requests.append(request)
             reused.append(high or "")
         timings: dict[str, float] = {}
-        if getattr(self.model, "move_head", None) is not None and mode != "no-reasoning":
-            self._move_head_edits(requests, pixels, instructions, timings)
+        if mode != "no-reasoning":
+            self._locator_edits(requests, pixels, instructions, timings)
+            if self._action_follows_move():
+                self._bind_action_to_move(requests, stats)
         results = self.decoder.decode(requests, timings)
         t2 = time.perf_counter()
 
@@ -442,34 +454,66 @@ class ECoTPolicy:
         del t2
         return outputs
 
-    def _move_head_edits(self, requests: list[DecodeRequest], pixels: list[torch.Tensor], instructions: list[str],
-                         timings: dict[str, float]) -> None:
-        """The move head's MOVE written into each request that would write its own (ecot.model.move_head):
-        a first pass writes the chain up to MOVE, whose MOVE REASONING is then restated to name the head's
-        move, so the chain agrees with itself (docs/quality.md, round fourteen). A MOVE or MOVE REASONING
-        edited by hand is kept."""
-        from ecot.annotate.template import restate_move
+    def _action_follows_move(self) -> bool:
+        on = self.config.action_follows_move
+        return bool(getattr(self.model, "move_head", None) is not None if on is None else on)
 
-        todo = [i for i, r in enumerate(requests) if MOVE not in r.edits and r.first_field is not None]
+    def _bind_action_to_move(self, requests: list[DecodeRequest], stats: Any) -> None:
+        """Each request whose MOVE is fixed in advance gets the action bins that agree with it."""
+        from ecot.policy.move_action import allowed_action_bins
+
+        values = self.decoder.tables.action_values.cpu().numpy()
+        for r in requests:
+            if MOVE in r.edits and stats is not None:
+                r.action_bins = allowed_action_bins(r.edits[MOVE], stats, values)
+
+    def _writes_locator_objects(self) -> bool:
+        locator = getattr(self.model, "locator", None)
+        return bool(self.config.locator_objects and locator is not None and locator.spec.names)
+
+    def _locator_edits(self, requests: list[DecodeRequest], pixels: list[torch.Tensor], instructions: list[str],
+                       timings: dict[str, float]) -> None:
+        """What the locator and the move head write into each request's chain, as edits (hand edits win):
+
+        * VISIBLE OBJECTS: the locator's named findings (``PolicyConfig.locator_objects``);
+        * MOVE: the move head's choice (ecot.model.move_head). A first pass writes the chain up to MOVE, whose
+          MOVE REASONING is then restated to name the head's move, so the chain agrees with itself
+          (docs/quality.md, round fourteen)."""
+        from ecot.annotate.template import restate_move
+        from ecot.model.locator import named_objects
+
+        model = self.model
+        head = getattr(model, "move_head", None)
+        objects_at = TAGS.index(VISIBLE_OBJECTS)
+        write_objects = {i for i, r in enumerate(requests) if self._writes_locator_objects()
+                         and VISIBLE_OBJECTS not in r.edits and r.first_field is not None and r.first_field <= objects_at}
+        choose_move = [i for i, r in enumerate(requests) if head is not None and MOVE not in r.edits
+                       and r.first_field is not None]
+        todo = sorted(write_objects | set(choose_move))
         if not todo:
             return
         t0 = time.perf_counter()
-        model = self.model
         with torch.no_grad():
             batch = torch.stack([pixels[i] for i in todo]).to(device=model.device, dtype=model.projector.fc1.weight.dtype)
             findings = model.locator.find(model.locator(batch))
-        moves = model.move_head.choose(findings, [instructions[i] for i in todo])
-        first = self.decoder.decode([DecodeRequest(prompt=requests[i].prompt, pixel_values=requests[i].pixel_values,
-                                                   first_field=requests[i].first_field,
-                                                   forced_prefix=requests[i].forced_prefix, edits=requests[i].edits,
-                                                   stop_before=TAGS.index(MOVE)) for i in todo], {})
-        for i, move, result in zip(todo, moves, first):
-            requests[i].edits = {**requests[i].edits, MOVE: move}
-            if MOVE_REASONING not in requests[i].edits:
-                own = Reasoning.parse(result.answer).move_reasoning or ""
-                if own:
-                    requests[i].edits[MOVE_REASONING] = restate_move(own, move)
-        timings["move_head_ms"] = (time.perf_counter() - t0) * 1000
+        texts = [instructions[i] for i in todo]
+        if write_objects:
+            for i, objects in zip(todo, named_objects(findings, model.locator.spec, texts)):
+                if i in write_objects:
+                    requests[i].edits = {**requests[i].edits, **edit_values({"visible_objects": objects})}
+        if choose_move:
+            chosen = dict(zip(todo, head.choose(findings, texts)))
+            first = self.decoder.decode([DecodeRequest(prompt=requests[i].prompt, pixel_values=requests[i].pixel_values,
+                                                       first_field=requests[i].first_field,
+                                                       forced_prefix=requests[i].forced_prefix, edits=requests[i].edits,
+                                                       stop_before=TAGS.index(MOVE)) for i in choose_move], {})
+            for i, result in zip(choose_move, first):
+                requests[i].edits = {**requests[i].edits, MOVE: chosen[i]}
+                if MOVE_REASONING not in requests[i].edits:
+                    own = Reasoning.parse(result.answer).move_reasoning or ""
+                    if own:
+                        requests[i].edits[MOVE_REASONING] = restate_move(own, chosen[i])
+            timings["move_head_ms"] = (time.perf_counter() - t0) * 1000  # the locator's pass and the head's first pass
 
     def _request(self, pixel_values: torch.Tensor, instruction: str, first_field: int | None, prefix: str,
                  edits: dict[str, str], stop_before: int | None = None, on_text: Callable | None = None) -> DecodeRequest:

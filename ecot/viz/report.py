@@ -19,7 +19,8 @@ import numpy as np
 
 from ecot.eval.results import CONFIG_NAME, EPISODES_NAME, RESULTS_NAME, wilson_interval
 
-FAITH_RATES = [("box_iou", "box IoU"), ("box_precision", "object precision"), ("box_recall", "object recall"),
+FAITH_RATES = [("box_iou", "box IoU"), ("box_iou_ok", "boxes with IoU ≥ 0.5"), ("box_precision", "object precision"),
+               ("box_recall", "object recall"),
                ("move_agree", "MOVE agreement"), ("subtask_correct", "SUBTASK correct"), ("plan_coverage", "PLAN coverage")]
 
 CSS = """

@@ -29,7 +29,7 @@ def test_a_faithful_step_scores_perfectly():
                   visible_objects=[("The Red Block", [10, 10, 20, 20]), ("the blue bowl", [30, 30, 50, 50])],
                   gripper_positions=[(43, 16), (0, 0)])
     m = step_metrics(r, _gt(), 0, "move down", "move to the red block", PLAN)
-    assert m["box_iou"] == 1.0 and m["box_precision"] == 1.0 and m["box_recall"] == 1.0
+    assert m["box_iou"] == 1.0 and m["box_precision"] == 1.0 and m["box_recall"] == 1.0 and m["box_iou_ok"] == 1.0
     assert m["gripper_err_px"] == pytest.approx(5.0)
     assert m["move_agree"] and m["subtask_correct"] and m["plan_coverage"] == 1.0
 
@@ -40,10 +40,14 @@ def test_each_error_is_caught():
                                    ("the green plate", [0, 0, 5, 5]), ("a unicorn", [1, 1, 2, 2])])
     m = step_metrics(r, _gt(), 0, "move down", "move to the red block", PLAN)
     assert m["box_iou"] == pytest.approx(50 / 150)  # the first red block box counts: half overlap
+    assert m["box_iou_ok"] == 0.0  # IoU 1/3 < 0.5, and the repeat, the plate and the unicorn are misses
     assert m["box_precision"] == pytest.approx(1 / 4)  # repeat, invisible plate, unknown name are wrong
     assert m["box_recall"] == pytest.approx(1 / 2)  # the bowl was not named
     assert m["gripper_err_px"] is None
     assert not m["move_agree"] and not m["subtask_correct"] and m["plan_coverage"] == 0.5
+    half = step_metrics(Reasoning(visible_objects=[("the red block", [10, 10, 20, 20]), ("the blue bowl", [45, 30, 65, 50])]),
+                        _gt(), 0, "move down", "move to the red block", PLAN)
+    assert half["box_iou_ok"] == 0.5  # the bowl's box overlaps by a quarter (IoU 1/7)
     summary = summarize_steps([m, None])
     assert summary["steps"] == 1 and summary["move_agree"] == 0.0
 

@@ -319,3 +319,88 @@ def test_the_move_head_reads_the_named_objects_box():
     assert red[0, -1] == 1.0 and blue[0, -1] == 0.0  # "left" is said or not
     nothing = head.features(boxes, torch.tensor([[False, False]]), probs, gripper, ["push the red bar"])
     assert nothing[0, :2].tolist() == [0.0, 0.0]  # no object found: the box is the gripper's point
+
+
+def _findings(boxes, probs, scores=None, gripper=(50.0, 50.0)):
+    from ecot.model.locator import Findings
+
+    boxes = torch.tensor([boxes], dtype=torch.float32)
+    return Findings(boxes=boxes, scores=torch.tensor([scores or [0.9] * boxes.shape[1]]),
+                    word_probs=torch.tensor([probs], dtype=torch.float32), gripper=torch.tensor([gripper]))
+
+
+def test_found_objects_are_named_from_their_words_the_instructions_object_first(whole_tokenizer):
+    from ecot.model.locator import name_slots, named_objects
+
+    spec = build_spec(whole_tokenizer, ["the red block", "the blue bar", "the red block"], frame_size=112)
+    assert spec.names == ["the blue bar", "the red block"] and spec.words == ["bar", "block", "blue", "red"]
+    assert name_slots(spec.names) == ("the", [["blue", "red"], ["bar", "block"]], [True, True])
+    assert LocatorSpec.from_dict(spec.to_dict()).names == spec.names
+    #          bar  block blue red
+    blue_block = [0.1, 0.9, 0.8, 0.1]  # a composition no training name has
+    red_bar = [0.7, 0.2, 0.3, 0.4]  # unsure of its colour: the likelier one is written all the same
+    f = _findings([[10.2, 20.7, 30.0, 41.0], [60, 60, 80, 70]], [blue_block, red_bar])
+    assert named_objects(f, spec, ["push the red bar to the left"]) == [
+        [("the red bar", [60, 60, 80, 70]), ("the blue block", [10, 21, 30, 41])]]
+    # not said: left to right; a box past the frame is clipped into it
+    f = _findings([[100, 0, 130, 9], [10, 20, 30, 40]], [blue_block, [0.1, 0.9, 0.1, 0.9]])
+    assert named_objects(f, spec, ["do something"]) == [[("the blue block", [100, 0, 111, 9]), ("the red block", [10, 20, 30, 40])]]
+    # two finds of one name: written once; an absent or degenerate find: not at all
+    f = _findings([[10, 10, 20, 20], [40, 40, 50, 50], [60, 60, 60, 70], [0, 0, 5, 5]],
+                  [blue_block, blue_block, red_bar, red_bar], scores=[0.9, 0.8, 0.9, 0.1])
+    assert named_objects(f, spec, ["push it"]) == [[("the blue block", [10, 10, 20, 20])]]
+    with pytest.raises(ValueError, match="stores no object names"):
+        named_objects(f, LocatorSpec.from_dict({**spec.to_dict(), "names": []}), ["push it"])
+
+
+def test_the_policy_writes_the_locators_findings_into_visible_objects(whole_tokenizer, monkeypatch):
+    from ecot.model.locator import named_objects
+    from ecot.policy import ECoTPolicy
+    from ecot.reasoning import Reasoning
+
+    model = _locator_model(whole_tokenizer, seed=3)
+    found = _findings([[10, 20, 30, 40], [60, 60, 80, 70]], [[0.1, 0.9, 0.1, 0.9], [0.9, 0.1, 0.9, 0.1]])
+    monkeypatch.setattr(model.locator, "find", lambda located: found)  # what a trained locator would find
+    image, instruction = np.zeros((112, 112, 3), np.uint8), "push the blue bar to the left"
+    expected = named_objects(found, model.locator.spec, [instruction])[0]
+    assert expected == [("the blue bar", [60, 60, 80, 70]), ("the red block", [10, 20, 30, 40])]
+    policy = ECoTPolicy(model, mode="full")
+    out = policy.step(image, instruction)
+    assert out.reasoning.visible_objects == expected and out.reasoning.problems == []
+    assert ECoTPolicy(model, mode="reuse", reuse_steps=1).step(image, instruction).text == out.text
+    own = ECoTPolicy(model, mode="full", locator_objects=False).step(image, instruction)
+    assert own.reasoning.visible_objects != expected  # the language model's own copy (random weights)
+    policy.edit(visible_objects=[("the red block", [1, 2, 3, 4])])  # a person's edit wins
+    assert policy.step(image, instruction).reasoning.visible_objects == [("the red block", [1, 2, 3, 4])]
+    # A checkpoint from before the names were stored: the language model writes VISIBLE OBJECTS
+    model.locator.spec.names = []
+    assert ECoTPolicy(model, mode="full").step(image, instruction).reasoning.visible_objects == own.reasoning.visible_objects
+    assert Reasoning.parse(out.text).visible_objects == expected
+
+
+def test_with_a_move_head_the_action_goes_the_way_its_move_says(whole_tokenizer):
+    from ecot.model.move_head import build_spec as build_move_spec
+    from ecot.policy import ECoTPolicy
+    from ecot.policy.move_action import STEP_THRESHOLD
+
+    model = _locator_model(whole_tokenizer, seed=4)
+    model.attach_move_head(build_move_spec(["move left", "move right"], ["push the red block"], model.locator.spec.words, 112))
+    with torch.no_grad():  # a head that always chooses "move right" (-y)
+        model.move_head.net[-1].bias.copy_(torch.tensor([-50.0, 50.0]))
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(4)]
+
+    def follows(action):
+        return action[1] < -STEP_THRESHOLD and abs(action[0]) <= STEP_THRESHOLD and abs(action[2]) <= STEP_THRESHOLD
+
+    bound = ECoTPolicy(model, mode="full")  # on by default with a move head
+    free = ECoTPolicy(model, mode="full", action_follows_move=False)
+    for image in images:
+        out = bound.step(image, "push the red block")
+        assert out.reasoning.move == "move right" and follows(out.action), out.action
+    assert not all(follows(free.step(image, "push the red block").action) for image in images)  # random weights
+    bound.reset()
+    bound.edit(move="move left")  # a person's MOVE binds the action too
+    assert bound.step(images[0], "push the red block").action[1] > STEP_THRESHOLD
+    plain = _locator_model(whole_tokenizer, seed=4)  # no move head: off unless asked for
+    assert ECoTPolicy(plain)._action_follows_move() is False and ECoTPolicy(plain, action_follows_move=True)._action_follows_move()
