@@ -65,6 +65,8 @@ def parse_args() -> argparse.Namespace:
                    help="train without the locator and the move head (the demo recipe's --no-locator)")
     p.add_argument("--action-loss-weight", type=float, default=r["action_loss_weight"],
                    help="weight of the action tokens' loss (with the locator)")
+    p.add_argument("--locator-pretrain-steps", type=int, default=r["locator_pretrain_steps"],
+                   help="with the locator: its steps of training alone before the language model's")
     p.add_argument("--vision-pretrain-steps", type=int, default=r["vision_pretrain_steps"],
                    help="vision pre-training steps on the sim's ground truth before every recipe (0: none)")
     p.add_argument("--steps", type=int, default=r["train_steps"], help="optimizer steps of every recipe")
@@ -162,7 +164,8 @@ def main() -> None:
             metrics = train_policy(dataset, annotations, run, recipe=recipe, model=args.model, steps=args.steps,
                                    batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                    vision_pretrain_steps=args.vision_pretrain_steps, locator=args.locator,
-                                   action_loss_weight=args.action_loss_weight if args.locator else 1.0)
+                                   action_loss_weight=args.action_loss_weight if args.locator else 1.0,
+                                   locator_pretrain_steps=args.locator_pretrain_steps)
             cost[f"train_{recipe}_s"] = time.perf_counter() - t
             trained[recipe] = metrics
         for split in ("seen", "heldout"):
@@ -180,8 +183,8 @@ def main() -> None:
                      + (", MOVE from the commanded actions" if args.moves_from == "actions" else "")
                      + (f", starting {args.start}" if args.start != "home" else "")
                      + (f", {args.camera} camera" if args.camera != "main" else "") + ", "
-                     f"{args.model}, " + ("the locator as the only view of the image and the writer of VISIBLE "
-                                         "OBJECTS, the move head with the action bound to its MOVE (ECoT), action "
+                     f"{args.model}, " + (f"the locator ({args.locator_pretrain_steps} steps alone first) as the only "
+                                         "view of the image and the writer of VISIBLE OBJECTS, the move head with the action bound to its MOVE (ECoT), action "
                                          f"loss weight {args.action_loss_weight}, " if args.locator else "")
                      + (f"{args.vision_pretrain_steps} vision pre-training steps, "
                                           if args.vision_pretrain_steps else "")

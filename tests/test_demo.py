@@ -11,7 +11,8 @@ from PIL import Image
 def test_demo_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "ecot", "demo", "--out", str(out), "--episodes", "4", "--train-steps", "3",
-           "--batch-size", "2", "--rollouts", "1", "--rollout-steps", "2", "--workers", "1"]
+           "--batch-size", "2", "--rollouts", "1", "--rollout-steps", "2", "--workers", "1",
+           "--locator-pretrain-steps", "3"]
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
