@@ -398,6 +398,18 @@ def name_words(names: Sequence[str]) -> list[str]:
     return sorted(words)
 
 
+def instruction_object(word_probs: torch.Tensor, present: torch.Tensor, words: Sequence[str],
+                       instruction: str) -> int | None:
+    """Index of the found object the instruction names: the present one whose name-word probabilities
+    (``word_probs`` [M, len(words)]) best fit the instruction's name words; None when nothing was found or
+    the instruction holds no name word. Where several fit equally, the first (leftmost)."""
+    wanted = [words.index(w) for w in re.findall(r"[a-z]+", str(instruction).lower()) if w in words]
+    if not wanted or not bool(present.any()):
+        return None
+    score = word_probs[:, wanted].float().clamp_min(1e-6).log().sum(-1)
+    return int(torch.where(present, score, torch.full_like(score, -float("inf"))).argmax())
+
+
 def name_slots(names: Sequence[str]) -> tuple[str, list[list[str]], list[bool]]:
     """How the training names are built: their article ("the", or ""), the words that stand in each place after
     it (e.g. [[colours], [kinds]]) and whether every name fills that place, so that a found object gets a name
@@ -431,10 +443,10 @@ def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[
     top = spec.frame_size - 1
     out = []
     for b, instruction in enumerate(instructions):
-        probs = findings.word_probs[b].float().clamp(1e-6, 1.0)
+        probs = findings.word_probs[b].float()
         present = [k for k in range(probs.shape[0]) if bool(findings.present()[b, k])]
         wanted = [w for w in re.findall(r"[a-z]+", str(instruction).lower()) if w in index]
-        main = max(present, key=lambda k: float(sum(probs[k, index[w]].log() for w in wanted))) if wanted and present else None
+        main = instruction_object(probs, findings.present()[b], spec.words, instruction)
 
         def name_of(k: int) -> str:
             if k == main:

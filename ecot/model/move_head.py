@@ -26,6 +26,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from ecot.model.locator import instruction_object
+
 CONFIG_KEY = "ecot_move_head"
 GEOMETRY_FEATURES = 8  # box centre x, y, width, height; gripper x, y; gripper minus centre x, y
 
@@ -86,12 +88,12 @@ class MoveHead(nn.Module):
         rows = []
         for b, text in enumerate(instructions):
             said = instruction_words(text)
-            want = [self.spec.object_words.index(w) for w in said if w in self.spec.object_words]
-            score = word_probs[b][:, want].clamp_min(1e-6).log().sum(-1) if want else torch.zeros(len(boxes[b]))
-            score = torch.where(present[b], score, torch.full_like(score, -float("inf")))
+            named = instruction_object(word_probs[b], present[b], self.spec.object_words, text)
+            if named is None and bool(present[b].any()):  # no name word said: the first found object
+                named = int(present[b].float().argmax())
             gx, gy = (float(v) for v in gripper[b])
-            if bool(present[b].any()):
-                x0, y0, x1, y1 = (float(v) for v in boxes[b, int(score.argmax())])
+            if named is not None:
+                x0, y0, x1, y1 = (float(v) for v in boxes[b, named])
             else:
                 x0, y0, x1, y1 = gx, gy, gx, gy
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
