@@ -49,7 +49,8 @@ DEMO_RECIPE: dict = {
     # the move head chooses MOVE from its findings (docs/quality.md, round fourteen).
     "locator": True,
     # The locator first trains alone for this many steps (batch 32; `ecot train --locator-pretrain-steps`):
-    # 900 instead of 300 named the second object right far more often and lifted the closed loop (round fifteen).
+    # 900 instead of 300 names the objects it writes into VISIBLE OBJECTS right far more often (wrong names
+    # 11 % -> 2 %); the closed loop did not clearly gain (docs/quality.md, round fifteen).
     "locator_pretrain_steps": 900,
     "action_loss_weight": 10.0,
     "train_steps": 600,
