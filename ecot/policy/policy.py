@@ -499,7 +499,7 @@ class ECoTPolicy:
         texts = [instructions[i] for i in todo]
         if write_objects:
             for i, objects in zip(todo, named_objects(findings, model.locator.spec, texts)):
-                if i in write_objects:
+                if i in write_objects and objects:  # nothing found: the language model writes the field
                     requests[i].edits = {**requests[i].edits, **edit_values({"visible_objects": objects})}
         if choose_move:
             chosen = dict(zip(todo, head.choose(findings, texts)))

@@ -372,6 +372,13 @@ def test_the_policy_writes_the_locators_findings_into_visible_objects(whole_toke
     assert own.reasoning.visible_objects != expected  # the language model's own copy (random weights)
     policy.edit(visible_objects=[("the red block", [1, 2, 3, 4])])  # a person's edit wins
     assert policy.step(image, instruction).reasoning.visible_objects == [("the red block", [1, 2, 3, 4])]
+    # Nothing found (every centre below the threshold): the language model writes VISIBLE OBJECTS
+    policy.edit(None)
+    monkeypatch.setattr(model.locator, "find", lambda located: _findings([[10, 20, 30, 40]], [[0.1, 0.9, 0.1, 0.9]],
+                                                                       scores=[0.1]))
+    nothing = ECoTPolicy(model, mode="full", locator_objects=False).step(image, instruction).reasoning.visible_objects
+    assert nothing and policy.step(image, instruction).reasoning.visible_objects == nothing
+    monkeypatch.setattr(model.locator, "find", lambda located: found)
     # A checkpoint from before the names were stored: the language model writes VISIBLE OBJECTS
     model.locator.spec.names = []
     assert ECoTPolicy(model, mode="full").step(image, instruction).reasoning.visible_objects == own.reasoning.visible_objects
