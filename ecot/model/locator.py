@@ -398,12 +398,24 @@ def name_words(names: Sequence[str]) -> list[str]:
     return sorted(words)
 
 
+def task_object_words(instruction: str, words: Sequence[str]) -> list[str]:
+    """The name words of the object the instruction names first: its first run of consecutive name words
+    ("put the red block in the blue bowl" -> red, block), as the training chains' task object."""
+    run: list[str] = []
+    for w in re.findall(r"[a-z]+", str(instruction).lower()):
+        if w in words:
+            run.append(w)
+        elif run and w not in ARTICLES:
+            break
+    return run
+
+
 def instruction_object(word_probs: torch.Tensor, present: torch.Tensor, words: Sequence[str],
                        instruction: str) -> int | None:
-    """Index of the found object the instruction names: the present one whose name-word probabilities
-    (``word_probs`` [M, len(words)]) best fit the instruction's name words; None when nothing was found or
-    the instruction holds no name word. Where several fit equally, the first (leftmost)."""
-    wanted = [words.index(w) for w in re.findall(r"[a-z]+", str(instruction).lower()) if w in words]
+    """Index of the found object the instruction names first (:func:`task_object_words`): the present one
+    whose name-word probabilities (``word_probs`` [M, len(words)]) best fit those words; None when nothing was
+    found or the instruction holds no name word. Where several fit equally, the first (leftmost)."""
+    wanted = [list(words).index(w) for w in task_object_words(instruction, words)]
     if not wanted or not bool(present.any()):
         return None
     score = word_probs[:, wanted].float().clamp_min(1e-6).log().sum(-1)
@@ -445,7 +457,7 @@ def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[
     for b, instruction in enumerate(instructions):
         probs = findings.word_probs[b].float()
         present = [k for k in range(probs.shape[0]) if bool(findings.present()[b, k])]
-        wanted = [w for w in re.findall(r"[a-z]+", str(instruction).lower()) if w in index]
+        wanted = task_object_words(instruction, spec.words)
         main = instruction_object(probs, findings.present()[b], spec.words, instruction)
 
         def name_of(k: int) -> str:

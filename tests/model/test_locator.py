@@ -342,6 +342,13 @@ def test_found_objects_are_named_from_their_words_the_instructions_object_first(
     f = _findings([[10.2, 20.7, 30.0, 41.0], [60, 60, 80, 70]], [blue_block, red_bar])
     assert named_objects(f, spec, ["push the red bar to the left"]) == [
         [("the red bar", [60, 60, 80, 70]), ("the blue block", [10, 21, 30, 41])]]
+    # two objects named: the first is the task's (as the training chains list it), under its own words only
+    from ecot.model.locator import task_object_words
+
+    assert task_object_words("put the red bar onto the blue block", spec.words) == ["red", "bar"]
+    assert named_objects(f, spec, ["put the red bar onto the blue block"]) == [
+        [("the red bar", [60, 60, 80, 70]), ("the blue block", [10, 21, 30, 41])]]
+    assert named_objects(f, spec, ["put the blue block onto the red bar"])[0][0] == ("the blue block", [10, 21, 30, 41])
     # not said: left to right; a box past the frame is clipped into it
     f = _findings([[100, 0, 130, 9], [10, 20, 30, 40]], [blue_block, [0.1, 0.9, 0.1, 0.9]])
     assert named_objects(f, spec, ["do something"]) == [[("the blue block", [100, 0, 111, 9]), ("the red block", [10, 20, 30, 40])]]
