@@ -444,7 +444,7 @@ def name_slots(names: Sequence[str]) -> tuple[str, list[list[str]], list[bool]]:
 
 def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[str]) -> list[list[tuple[str, list[int]]]]:
     """VISIBLE OBJECTS from the locator's findings, as the training chains list them: first the object the
-    instruction names (the found object its name words fit best), under the instruction's name for it; then
+    instruction names first (:func:`instruction_object`), under the instruction's words for it; then
     the others left to right, each named from its likeliest word in each place of the training names
     (``spec.names``: "the" + colour + kind). Boxes are rounded into the chain's frame; a name is written once."""
     if not spec.names:
