@@ -115,6 +115,22 @@ def _description_table() -> list[str]:
     return _DESCRIPTIONS
 
 
+def parse_move(text: str) -> np.ndarray | None:
+    """Inverse of :func:`describe`: the merged [7] move vector a description names ("move left, close
+    gripper"), case, spacing and a trailing period ignored; None for text ``describe`` never writes."""
+    global _PARSED
+    if _PARSED is None:
+        _PARSED = {}
+        for code, description in enumerate(_description_table()):
+            d = [(code // 3**i) % 3 - 1 for i in range(6)]
+            _PARSED.setdefault(description, np.array([d[0], d[1], d[2], d[3], 0, d[4], d[5]], dtype=np.int64))
+    vec = _PARSED.get(" ".join(str(text).lower().split()).strip(" ."))
+    return None if vec is None else vec.copy()
+
+
+_PARSED: dict[str, np.ndarray] | None = None
+
+
 def describe_all(vectors: np.ndarray) -> list[str]:
     """``describe`` for every row of a [T, 7] merged move-vector array (table lookup)."""
     table = _description_table()

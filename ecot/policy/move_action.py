@@ -16,30 +16,20 @@ for moves along several axes at once.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from ecot.annotate.primitives import THRESHOLD, WINDOW, describe
+from ecot.annotate.primitives import THRESHOLD, WINDOW, parse_move
 
 TRANSLATION_DIMS = 3  # x, y, z: the first three action dimensions (Bridge's and the built-in sim's convention)
 STEP_THRESHOLD = THRESHOLD / (WINDOW - 1)  # a move's per-step size at the primitive's threshold, m
 
 
-@lru_cache(maxsize=1)
-def _vectors() -> dict[str, tuple[int, int, int]]:
-    """Every MOVE text -> its (x, y, z) signs."""
-    out: dict[str, tuple[int, int, int]] = {}
-    for code in range(3**6):
-        d = [(code // 3**i) % 3 - 1 for i in range(6)]
-        out.setdefault(describe([d[0], d[1], d[2], d[3], 0, d[4], d[5]]), (d[0], d[1], d[2]))
-    return out
-
-
 def move_signs(move: str) -> tuple[int, int, int] | None:
     """The (x, y, z) direction signs a MOVE text names (None: not a MOVE the annotator writes)."""
-    return _vectors().get(" ".join(str(move).lower().split()).strip(" ."))
+    vec = parse_move(move)
+    return None if vec is None else (int(vec[0]), int(vec[1]), int(vec[2]))
 
 
 def allowed_action_bins(move: str, stats: Any, bin_centers: np.ndarray) -> list[np.ndarray | None]:

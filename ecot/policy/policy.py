@@ -485,7 +485,8 @@ class ECoTPolicy:
         model = self.model
         head = getattr(model, "move_head", None)
         objects_at = TAGS.index(VISIBLE_OBJECTS)
-        write_objects = {i for i, r in enumerate(requests) if self._writes_locator_objects()
+        writes_objects = self._writes_locator_objects()
+        write_objects = {i for i, r in enumerate(requests) if writes_objects
                          and VISIBLE_OBJECTS not in r.edits and r.first_field is not None and r.first_field <= objects_at}
         choose_move = [i for i, r in enumerate(requests) if head is not None and MOVE not in r.edits
                        and r.first_field is not None]

@@ -104,3 +104,12 @@ def test_commanded_moves_describe_the_actions_not_the_noise_that_was_executed():
     assert describe_all(commanded_move_vectors(noisy[:12], actions)) == ["move left"] * 6 + ["move forward"] * 6
     with pytest.raises(ValueError, match="states and actions must both be \\[T, 7\\]"):
         commanded_move_vectors(noisy[:12], actions[:, :6])
+
+
+def test_parse_move_inverts_describe():
+    from ecot.annotate.primitives import _description_table, describe, parse_move
+
+    for text in set(_description_table()):
+        assert describe(parse_move(text)) == text
+    assert parse_move("Move LEFT, close gripper.").tolist() == [0, 1, 0, 0, 0, 0, -1]
+    assert parse_move("juggle") is None
