@@ -44,6 +44,9 @@ RELATION_FEATURES = 6  # box x0, x1, centre x, y0, y1, centre y minus the grippe
 RELATION_SCALE = 16.0  # pixels of the chain's frame per unit of the relation MLP's input
 GRIPPER_TOKENS = 2
 PRESENT_THRESHOLD = 0.5  # centre score above which a found object is handed to the language model
+# Centre score above which a peak may still be the object the instruction names (instruction_object): with the
+# gripper at the object its peak drops below PRESENT_THRESHOLD (docs/quality.md, round sixteen).
+CANDIDATE_THRESHOLD = 0.1
 # In training, this share of the samples gives the language model the locator's own findings instead of the
 # annotation's, so that it also learns to read findings with the locator's errors (a missed word, a spurious
 # object): a model that only ever saw exact findings derails on one spurious object (docs/quality.md, round ten).
@@ -410,16 +413,23 @@ def task_object_words(instruction: str, words: Sequence[str]) -> list[str]:
     return run
 
 
-def instruction_object(word_probs: torch.Tensor, present: torch.Tensor, words: Sequence[str],
+def instruction_object(word_probs: torch.Tensor, scores: torch.Tensor, words: Sequence[str],
                        instruction: str) -> int | None:
-    """Index of the found object the instruction names first (:func:`task_object_words`): the present one
-    whose name-word probabilities (``word_probs`` [M, len(words)]) best fit those words; None when nothing was
-    found or the instruction holds no name word. Where several fit equally, the first (leftmost)."""
+    """Index of the found object the instruction names first (:func:`task_object_words`): among the peaks whose
+    centre score (``scores`` [M]; a bool mask counts as 1 or 0) is above :data:`CANDIDATE_THRESHOLD`, the one
+    where score times the probabilities of those words (``word_probs`` [M, len(words)]) is largest; None when
+    there is no such peak or the instruction holds no name word. Where several fit equally, the first.
+
+    Why weak peaks count: when the gripper touches or covers the object, its peak falls below
+    :data:`PRESENT_THRESHOLD` while the other object's stays high; choosing among the present ones alone then
+    took the other object, whose words did not fit at all (docs/quality.md, round sixteen)."""
     wanted = [list(words).index(w) for w in task_object_words(instruction, words)]
-    if not wanted or not bool(present.any()):
+    scores = scores.float()
+    candidates = scores > CANDIDATE_THRESHOLD
+    if not wanted or not bool(candidates.any()):
         return None
-    score = word_probs[:, wanted].float().clamp_min(1e-6).log().sum(-1)
-    return int(torch.where(present, score, torch.full_like(score, -float("inf"))).argmax())
+    fit = scores.clamp_min(1e-6).log() + word_probs[:, wanted].float().clamp_min(1e-6).log().sum(-1)
+    return int(torch.where(candidates, fit, torch.full_like(fit, -float("inf"))).argmax())
 
 
 def name_slots(names: Sequence[str]) -> tuple[str, list[list[str]], list[bool]]:
@@ -458,7 +468,7 @@ def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[
         probs = findings.word_probs[b].float()
         present = [k for k in range(probs.shape[0]) if bool(findings.present()[b, k])]
         wanted = task_object_words(instruction, spec.words)
-        main = instruction_object(probs, findings.present()[b], spec.words, instruction)
+        main = instruction_object(probs, findings.scores[b], spec.words, instruction)
 
         def name_of(k: int) -> str:
             if k == main:

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ecot.model.locator import instruction_object
+from ecot.model.locator import PRESENT_THRESHOLD, instruction_object
 
 CONFIG_KEY = "ecot_move_head"
 GEOMETRY_FEATURES = 8  # box centre x, y, width, height; gripper x, y; gripper minus centre x, y
@@ -79,18 +79,19 @@ class MoveHead(nn.Module):
         self.net = nn.Sequential(nn.Linear(GEOMETRY_FEATURES + len(spec.words), spec.hidden), nn.ReLU(),
                                  nn.Linear(spec.hidden, spec.hidden), nn.ReLU(), nn.Linear(spec.hidden, len(spec.moves)))
 
-    def features(self, boxes: torch.Tensor, present: torch.Tensor, word_probs: torch.Tensor, gripper: torch.Tensor,
+    def features(self, boxes: torch.Tensor, scores: torch.Tensor, word_probs: torch.Tensor, gripper: torch.Tensor,
                  instructions: Sequence[str]) -> torch.Tensor:
         """``[B, GEOMETRY_FEATURES + len(words)]`` from found objects (``boxes`` [B, M, 4] and ``word_probs``
-        [B, M, len(object_words)] in the chain's frame, ``present`` [B, M]), ``gripper`` [B, 2] and the
-        instructions. Without any found object the box is the gripper's point."""
+        [B, M, len(object_words)] in the chain's frame, centre ``scores`` [B, M], or a bool mask of the present
+        ones), ``gripper`` [B, 2] and the instructions. Without any found object the box is the gripper's point."""
         half = self.spec.frame_size / 2.0
         rows = []
         for b, text in enumerate(instructions):
             said = instruction_words(text)
-            named = instruction_object(word_probs[b], present[b], self.spec.object_words, text)
-            if named is None and bool(present[b].any()):  # no name word said: the first found object
-                named = int(present[b].float().argmax())
+            named = instruction_object(word_probs[b], scores[b], self.spec.object_words, text)
+            present = scores[b].float() > PRESENT_THRESHOLD
+            if named is None and bool(present.any()):  # no name word said: the first found object
+                named = int(present.float().argmax())
             gx, gy = (float(v) for v in gripper[b])
             if named is not None:
                 x0, y0, x1, y1 = (float(v) for v in boxes[b, named])
@@ -108,7 +109,7 @@ class MoveHead(nn.Module):
     @torch.no_grad()
     def choose(self, findings: Any, instructions: Sequence[str]) -> list[str]:
         """The MOVE of each sample from the locator's :class:`~ecot.model.locator.Findings`."""
-        x = self.features(findings.boxes.float().cpu(), findings.present().cpu(), findings.word_probs.float().cpu(),
+        x = self.features(findings.boxes.float().cpu(), findings.scores.float().cpu(), findings.word_probs.float().cpu(),
                           findings.gripper.float().cpu(), instructions)
         return [self.spec.moves[int(i)] for i in self(x).argmax(-1)]
 

@@ -418,3 +418,36 @@ def test_with_a_move_head_the_action_goes_the_way_its_move_says(whole_tokenizer)
     assert bound.step(images[0], "push the red block").action[1] > STEP_THRESHOLD
     plain = _locator_model(whole_tokenizer, seed=4)  # no move head: off unless asked for
     assert ECoTPolicy(plain)._action_follows_move() is False and ECoTPolicy(plain, action_follows_move=True)._action_follows_move()
+
+
+def test_the_instructions_object_may_be_a_weak_peak_when_the_strong_ones_do_not_fit_its_words(whole_tokenizer):
+    """With the gripper at the object its peak weakens below PRESENT_THRESHOLD; the other object's stays high.
+    The named object is the weak peak whose words fit, not the present one whose words do not (round sixteen)."""
+    from ecot.model.locator import CANDIDATE_THRESHOLD, PRESENT_THRESHOLD, instruction_object, named_objects
+    from ecot.model.move_head import MoveHead, MoveHeadSpec
+
+    spec = build_spec(whole_tokenizer, ["the red block", "the blue bar"], frame_size=100)
+    words = spec.words  # bar block blue red
+    #            bar  block blue red
+    blue_bar = [0.9, 0.0, 0.9, 0.0]
+    red_block = [0.0, 0.3, 0.0, 0.3]  # covered by the gripper: unsure of its words too
+    weak = 0.25
+    assert CANDIDATE_THRESHOLD < weak < PRESENT_THRESHOLD
+    probs = torch.tensor([blue_bar, red_block])
+    assert instruction_object(probs, torch.tensor([0.95, weak]), words, "push the red block to the left") == 1
+    assert instruction_object(probs, torch.tensor([0.95, weak]), words, "push the blue bar to the left") == 0
+    # below the candidate threshold a peak is noise: never chosen, whatever its words
+    assert instruction_object(probs, torch.tensor([0.95, 0.05]), words, "push the red block") == 0
+    assert instruction_object(probs, torch.tensor([0.05, 0.05]), words, "push the red block") is None
+    # where the words fit equally, the stronger peak wins; a bool mask counts as scores 1 and 0
+    same = torch.tensor([red_block, red_block])
+    assert instruction_object(same, torch.tensor([0.3, 0.9]), words, "push the red block") == 1
+    assert instruction_object(probs, torch.tensor([True, True]), words, "push the red block") == 1
+
+    f = _findings([[60, 60, 80, 70], [10, 20, 30, 40]], [blue_bar, red_block], scores=[0.95, weak])
+    assert named_objects(f, spec, ["push the red block to the left"]) == [
+        [("the red block", [10, 20, 30, 40]), ("the blue bar", [60, 60, 80, 70])]]
+    assert named_objects(f, spec, ["push the blue bar"]) == [[("the blue bar", [60, 60, 80, 70])]]  # weak, not named: left out
+    head = MoveHead(MoveHeadSpec(moves=["move left", "move right"], words=["left"], object_words=words, frame_size=100))
+    x = head.features(f.boxes, f.scores, f.word_probs, f.gripper, ["push the red block to the left"])
+    assert x[0, :2].tolist() == pytest.approx([-0.6, -0.4])  # the red block's centre (20, 30) in [-1, 1]
