@@ -32,9 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import closed_loop, comma_choices, write_result  # noqa: E402
 from ecot.eval.policies import EvalPolicy, StepOutput, hold_action  # noqa: E402
+from ecot.sim.expert import ExpertConfig  # noqa: E402
 
 VARIANTS = ("locator", "truth", "expert", "still")
-STEP = 0.02  # the sign expert's step (m), what the demo's policies learn as each axis' action
+STEP = ExpertConfig().sign_step  # the sign expert's step (m), what the demo's policies learn as each axis' action
 
 
 def move_step(move: str) -> np.ndarray:
