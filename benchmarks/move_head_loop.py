@@ -6,7 +6,8 @@ expert's step (2 cm along each axis it names, the gripper closed), without the l
 policy's own closed loop less the action's magnitude, at a fraction of its cost (about a minute for 60
 episodes on 2 CPU cores). Variants, on the same episodes (``ecot eval``'s seeds):
 
-* ``locator``: the head reads the locator's findings, as in the policy;
+* ``locator``: the head reads the locator's findings, as in the policy (the instruction's object tracked
+  from step to step, as ``PolicyConfig.track_object``; ``--no-track``: chosen anew at every step);
 * ``truth``: the same head reads the scene's true boxes, object names and gripper point;
 * ``expert``: the sign expert itself (the upper bound);
 * ``still``: no motion (the trivial floor).
@@ -15,7 +16,7 @@ For ``locator`` it also reports the share of steps whose object taken as the ins
 one (its box's centre nearer another object's true centre; docs/quality.md, round sixteen).
 
 Usage: python benchmarks/move_head_loop.py --checkpoint DIR [--episodes 30] [--splits seen,heldout]
-       [--variants locator,truth,expert,still] [--max-steps 40] [--image-size 112]
+       [--variants locator,truth,expert,still] [--max-steps 40] [--image-size 112] [--no-track]
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def true_findings(env: Any, head: Any, image_size: int) -> tuple:
 class HeadPolicy(EvalPolicy):
     """A checkpoint's move head executing its MOVE as the sign expert's step (or the expert, or no motion)."""
 
-    def __init__(self, checkpoint: str | None, variant: str, image_size: int):
+    def __init__(self, checkpoint: str | None, variant: str, image_size: int, track: bool = True):
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}")
-        self.variant, self.image_size = variant, image_size
+        self.variant, self.image_size, self.track = variant, image_size, track
+        self.tracked = None  # the instruction object's box centre at the previous step
         self.name = variant
         self.wrong_steps = self.named_steps = 0
         self.policy = None
@@ -85,6 +87,7 @@ class HeadPolicy(EvalPolicy):
     def reset(self, env: Any, seed: int) -> None:
         super().reset(env, seed)
         self.env = env
+        self.tracked = None
         if self.variant == "expert":
             from ecot.sim.expert import ExpertConfig, ScriptedExpert
 
@@ -93,7 +96,7 @@ class HeadPolicy(EvalPolicy):
     def act(self, obs: dict, instruction: str) -> StepOutput:
         import torch
 
-        from ecot.model.locator import instruction_object
+        from ecot.model.locator import box_centres, instruction_object
 
         t0 = time.perf_counter()
         if self.variant == "still":
@@ -103,6 +106,7 @@ class HeadPolicy(EvalPolicy):
             self.done = self.expert.done
             return StepOutput(action=action, latency_ms=(time.perf_counter() - t0) * 1000)
         model, head = self.policy.model, self.policy.model.move_head
+        named = None
         if self.variant == "truth":
             boxes, scores, probs, gripper = true_findings(self.env, head, self.image_size)
         else:
@@ -110,9 +114,14 @@ class HeadPolicy(EvalPolicy):
             with torch.no_grad():
                 f = model.locator.find(model.locator(pixels.to(dtype=model.projector.fc1.weight.dtype)))
             boxes, scores, probs, gripper = f.boxes.float(), f.scores.float(), f.word_probs.float(), f.gripper.float()
-            self._count_wrong_object(boxes[0], instruction_object(probs[0], scores[0], head.spec.object_words, instruction))
+            named = instruction_object(probs[0], scores[0], head.spec.object_words, instruction, boxes=boxes[0],
+                                       previous=self.tracked if self.track else None)
+            if named is not None:
+                self.tracked = box_centres(boxes[0, named]).tolist()
+            self._count_wrong_object(boxes[0], named)
         with torch.no_grad():
-            move = head.spec.moves[int(head(head.features(boxes, scores, probs, gripper, [instruction])).argmax(-1))]
+            x = head.features(boxes, scores, probs, gripper, [instruction], None if named is None else [named])
+            move = head.spec.moves[int(head(x).argmax(-1))]
         return StepOutput(action=move_step(move), text=move, latency_ms=(time.perf_counter() - t0) * 1000)
 
     def _count_wrong_object(self, boxes: Any, named: int | None) -> None:
@@ -128,9 +137,9 @@ class HeadPolicy(EvalPolicy):
 
 
 def run(checkpoint: str | None, variant: str, split: str, episodes: int, seed: int = 0, max_steps: int = 40,
-        image_size: int = 112, num_objects: int = 2) -> dict:
+        image_size: int = 112, num_objects: int = 2, track: bool = True) -> dict:
     """One variant's closed loop on ``ecot eval``'s planar push episodes (start: table)."""
-    policy = HeadPolicy(checkpoint, variant, image_size)
+    policy = HeadPolicy(checkpoint, variant, image_size, track)
     result = closed_loop(policy, variant, task="push", split=split, episodes=episodes, seed=seed, max_steps=max_steps,
                          num_objects=num_objects, image_size=image_size, start="table")
     if variant == "locator":
@@ -149,6 +158,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=112, help="the checkpoint's training resolution")
     parser.add_argument("--num-objects", type=int, default=2)
     parser.add_argument("--out-name", default="move_head_loop", help="result file name (without .json)")
+    parser.add_argument("--no-track", action="store_true",
+                        help="locator variant: choose the instruction's object anew at every step (no tracking)")
     args = parser.parse_args()
     splits = comma_choices(parser, "--splits", args.splits, ("seen", "heldout"))
     variants = comma_choices(parser, "--variants", args.variants, VARIANTS)
@@ -160,7 +171,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     value = {split: {v: run(args.checkpoint, v, split, args.episodes, args.seed, args.max_steps, args.image_size,
-                            args.num_objects) for v in variants} for split in splits}
+                            args.num_objects, not args.no_track) for v in variants} for split in splits}
     ratio = {split: {f"{v}_vs_expert": round(value[split][v]["success_rate"] / value[split]["expert"]["success_rate"], 3)
                      for v in ("locator", "truth") if v in value[split] and value[split].get("expert", {}).get("success_rate")}
              for split in splits}
@@ -168,7 +179,7 @@ def main() -> None:
         "what": "planar push, the move head's MOVE executed as the sign expert's 2-cm step (no language model): "
                 "reading the locator's findings vs the scene's truth, beside the sign expert and no motion; same episodes",
         "checkpoint": args.checkpoint, "episodes": args.episodes, "seed": args.seed, "max_steps": args.max_steps,
-        "image_size": args.image_size, "num_objects": args.num_objects,
+        "image_size": args.image_size, "num_objects": args.num_objects, "track_object": not args.no_track,
         "value": value, "baseline": {split: value[split].get("expert", {}).get("success_rate") for split in splits},
         "ratio": ratio,
     })

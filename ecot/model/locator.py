@@ -47,6 +47,10 @@ PRESENT_THRESHOLD = 0.5  # centre score above which a found object is handed to 
 # Centre score above which a peak may still be the object the instruction names (instruction_object): with the
 # gripper at the object its peak drops below PRESENT_THRESHOLD (docs/quality.md, round sixteen).
 CANDIDATE_THRESHOLD = 0.1
+# A policy tracks the instruction's object from step to step (instruction_object's ``previous``): a peak's fit
+# loses its squared distance from the previous step's choice over 2 * TRACK_SIGMA ** 2 (pixels of the chain's
+# frame). A 2-cm step moves an object a few pixels; the other object is tens away (docs/quality.md, round eighteen).
+TRACK_SIGMA = 4.0
 # In training, this share of the samples gives the language model the locator's own findings instead of the
 # annotation's, so that it also learns to read findings with the locator's errors (a missed word, a spurious
 # object): a model that only ever saw exact findings derails on one spurious object (docs/quality.md, round ten).
@@ -413,8 +417,15 @@ def task_object_words(instruction: str, words: Sequence[str]) -> list[str]:
     return run
 
 
+def box_centres(boxes: torch.Tensor) -> torch.Tensor:
+    """``[..., 4]`` boxes (x0, y0, x1, y1) -> ``[..., 2]`` centres."""
+    boxes = boxes.float()
+    return torch.stack([(boxes[..., 0] + boxes[..., 2]) / 2, (boxes[..., 1] + boxes[..., 3]) / 2], dim=-1)
+
+
 def instruction_object(word_probs: torch.Tensor, scores: torch.Tensor, words: Sequence[str],
-                       instruction: str) -> int | None:
+                       instruction: str, boxes: torch.Tensor | None = None,
+                       previous: Sequence[float] | torch.Tensor | None = None) -> int | None:
     """Index of the found object the instruction names first (:func:`task_object_words`): among the peaks whose
     centre score (``scores`` [M]; a bool mask counts as 1 or 0) is above :data:`CANDIDATE_THRESHOLD`, the one
     where score times the probabilities of those words (``word_probs`` [M, len(words)]) is largest; None when
@@ -422,13 +433,23 @@ def instruction_object(word_probs: torch.Tensor, scores: torch.Tensor, words: Se
 
     Why weak peaks count: when the gripper touches or covers the object, its peak falls below
     :data:`PRESENT_THRESHOLD` while the other object's stays high; choosing among the present ones alone then
-    took the other object, whose words did not fit at all (docs/quality.md, round sixteen)."""
+    took the other object, whose words did not fit at all (docs/quality.md, round sixteen).
+
+    Tracking: with the previous step's choice (``previous``, its box centre) and the peaks' ``boxes`` [M, 4],
+    each fit also loses the squared distance from it over ``2 * TRACK_SIGMA ** 2``, so that a step where the
+    words fit the other object a little better (a covered object, a colour and kind never seen together) does
+    not switch to it (docs/quality.md, round eighteen)."""
     wanted = [list(words).index(w) for w in task_object_words(instruction, words)]
     scores = scores.float()
     candidates = scores > CANDIDATE_THRESHOLD
     if not wanted or not bool(candidates.any()):
         return None
     fit = scores.clamp_min(1e-6).log() + word_probs[:, wanted].float().clamp_min(1e-6).log().sum(-1)
+    if previous is not None:
+        if boxes is None:
+            raise ValueError("instruction_object: tracking the previous choice needs the peaks' boxes")
+        last = torch.as_tensor(previous, dtype=torch.float32, device=boxes.device).reshape(2)
+        fit = fit - ((box_centres(boxes) - last) ** 2).sum(-1) / (2 * TRACK_SIGMA ** 2)
     return int(torch.where(candidates, fit, torch.full_like(fit, -float("inf"))).argmax())
 
 
@@ -452,11 +473,13 @@ def name_slots(names: Sequence[str]) -> tuple[str, list[list[str]], list[bool]]:
     return article, [slots[j] for j in order], always
 
 
-def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[str]) -> list[list[tuple[str, list[int]]]]:
+def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[str],
+                  mains: Sequence[int | None] | None = None) -> list[list[tuple[str, list[int]]]]:
     """VISIBLE OBJECTS from the locator's findings, as the training chains list them: first the object the
     instruction names first (:func:`instruction_object`), under the instruction's words for it; then
     the others left to right, each named from its likeliest word in each place of the training names
-    (``spec.names``: "the" + colour + kind). Boxes are rounded into the chain's frame; a name is written once."""
+    (``spec.names``: "the" + colour + kind). Boxes are rounded into the chain's frame; a name is written once.
+    ``mains``: each sample's instruction object already chosen (e.g. tracked by a policy), instead of choosing it here."""
     if not spec.names:
         raise ValueError("this locator stores no object names (a checkpoint from before they were kept): it cannot "
                          "name what it finds")
@@ -468,7 +491,7 @@ def named_objects(findings: Findings, spec: LocatorSpec, instructions: Sequence[
         probs = findings.word_probs[b].float()
         present = [k for k in range(probs.shape[0]) if bool(findings.present()[b, k])]
         wanted = task_object_words(instruction, spec.words)
-        main = instruction_object(probs, findings.scores[b], spec.words, instruction)
+        main = instruction_object(probs, findings.scores[b], spec.words, instruction) if mains is None else mains[b]
 
         def name_of(k: int) -> str:
             if k == main:

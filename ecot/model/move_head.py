@@ -80,21 +80,24 @@ class MoveHead(nn.Module):
                                  nn.Linear(spec.hidden, spec.hidden), nn.ReLU(), nn.Linear(spec.hidden, len(spec.moves)))
 
     def features(self, boxes: torch.Tensor, scores: torch.Tensor, word_probs: torch.Tensor, gripper: torch.Tensor,
-                 instructions: Sequence[str]) -> torch.Tensor:
+                 instructions: Sequence[str], named: Sequence[int | None] | None = None) -> torch.Tensor:
         """``[B, GEOMETRY_FEATURES + len(words)]`` from found objects (``boxes`` [B, M, 4] and ``word_probs``
         [B, M, len(object_words)] in the chain's frame, centre ``scores`` [B, M], or a bool mask of the present
-        ones), ``gripper`` [B, 2] and the instructions. Without any found object the box is the gripper's point."""
+        ones), ``gripper`` [B, 2] and the instructions. Without any found object the box is the gripper's point.
+        ``named``: each sample's instruction object already chosen (a policy's tracked choice), instead of
+        :func:`~ecot.model.locator.instruction_object`'s choice here."""
         half = self.spec.frame_size / 2.0
         rows = []
         for b, text in enumerate(instructions):
             said = instruction_words(text)
-            named = instruction_object(word_probs[b], scores[b], self.spec.object_words, text)
+            chosen = (instruction_object(word_probs[b], scores[b], self.spec.object_words, text) if named is None
+                      else named[b])
             present = scores[b].float() > PRESENT_THRESHOLD
-            if named is None and bool(present.any()):  # no name word said: the first found object
-                named = int(present.float().argmax())
+            if chosen is None and bool(present.any()):  # no name word said: the first found object
+                chosen = int(present.float().argmax())
             gx, gy = (float(v) for v in gripper[b])
-            if named is not None:
-                x0, y0, x1, y1 = (float(v) for v in boxes[b, named])
+            if chosen is not None:
+                x0, y0, x1, y1 = (float(v) for v in boxes[b, chosen])
             else:
                 x0, y0, x1, y1 = gx, gy, gx, gy
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -107,10 +110,11 @@ class MoveHead(nn.Module):
         return self.net(features)
 
     @torch.no_grad()
-    def choose(self, findings: Any, instructions: Sequence[str]) -> list[str]:
-        """The MOVE of each sample from the locator's :class:`~ecot.model.locator.Findings`."""
+    def choose(self, findings: Any, instructions: Sequence[str], named: Sequence[int | None] | None = None) -> list[str]:
+        """The MOVE of each sample from the locator's :class:`~ecot.model.locator.Findings` (``named``: as in
+        :meth:`features`)."""
         x = self.features(findings.boxes.float().cpu(), findings.scores.float().cpu(), findings.word_probs.float().cpu(),
-                          findings.gripper.float().cpu(), instructions)
+                          findings.gripper.float().cpu(), instructions, named)
         return [self.spec.moves[int(i)] for i in self(x).argmax(-1)]
 
 

@@ -74,6 +74,12 @@ class PolicyConfig:
     # translation dimension's action token among the bins that move the way MOVE says (ecot.policy.move_action):
     # the written MOVE is then what the robot does. None: on for checkpoints with a move head, else off.
     action_follows_move: bool | None = option(None, cli=False)
+    # Models with a locator: the instruction's object is tracked from step to step -- its choice among the found
+    # objects favours the one nearest the previous step's (ecot.model.locator.TRACK_SIGMA), so a covered object
+    # or a colour and kind never seen together does not swap it for the other object (docs/quality.md, round
+    # eighteen). The track starts anew with each episode (reset) and instruction.
+    track_object: bool = option(True, "models with a locator: keep the instruction's object from step to step "
+                                      "(off: choose it anew at every step from the found objects' words alone)")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -161,6 +167,7 @@ class PolicySession:
         self._high_instruction: str | None = None
         self._high_age = 0
         self._last: tuple[str, list[int]] | None = None  # (instruction, ids) of the last step: the next one's draft
+        self._tracked: tuple[str, list[float]] | None = None  # (instruction, its object's box centre) of the last step
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._wake = threading.Event()
@@ -177,6 +184,7 @@ class PolicySession:
             self.edits = {}
             self.steps = 0
             self._last = None
+            self._tracked = None
             self._forget()
 
     def edit(self, fields: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -424,7 +432,7 @@ class ECoTPolicy:
             reused.append(high or "")
         timings: dict[str, float] = {}
         if mode != "no-reasoning":
-            self._locator_edits(requests, pixels, instructions, timings)
+            self._locator_edits(requests, pixels, instructions, timings, sessions)
             if self._action_follows_move():
                 self._bind_action_to_move(requests, stats)
         results = self.decoder.decode(requests, timings)
@@ -472,7 +480,7 @@ class ECoTPolicy:
         return bool(self.config.locator_objects and locator is not None and locator.spec.names)
 
     def _locator_edits(self, requests: list[DecodeRequest], pixels: list[torch.Tensor], instructions: list[str],
-                       timings: dict[str, float]) -> None:
+                       timings: dict[str, float], sessions: Sequence[PolicySession]) -> None:
         """What the locator and the move head write into each request's chain, as edits (hand edits win):
 
         * VISIBLE OBJECTS: the locator's named findings (``PolicyConfig.locator_objects``);
@@ -498,12 +506,13 @@ class ECoTPolicy:
             batch = torch.stack([pixels[i] for i in todo]).to(device=model.device, dtype=model.projector.fc1.weight.dtype)
             findings = model.locator.find(model.locator(batch))
         texts = [instructions[i] for i in todo]
+        mains = self._instruction_objects(findings, texts, [sessions[i] for i in todo])
         if write_objects:
-            for i, objects in zip(todo, named_objects(findings, model.locator.spec, texts)):
+            for i, objects in zip(todo, named_objects(findings, model.locator.spec, texts, mains)):
                 if i in write_objects and objects:  # nothing found: the language model writes the field
                     requests[i].edits = {**requests[i].edits, **edit_values({"visible_objects": objects})}
         if choose_move:
-            chosen = dict(zip(todo, head.choose(findings, texts)))
+            chosen = dict(zip(todo, head.choose(findings, texts, mains)))
             first = self.decoder.decode([DecodeRequest(prompt=requests[i].prompt, pixel_values=requests[i].pixel_values,
                                                        first_field=requests[i].first_field,
                                                        forced_prefix=requests[i].forced_prefix, edits=requests[i].edits,
@@ -515,6 +524,23 @@ class ECoTPolicy:
                     if own:
                         requests[i].edits[MOVE_REASONING] = restate_move(own, chosen[i])
             timings["move_head_ms"] = (time.perf_counter() - t0) * 1000  # the locator's pass and the head's first pass
+
+    def _instruction_objects(self, findings: Any, instructions: list[str], sessions: list[PolicySession]) -> list[int | None]:
+        """Each sample's found object that its instruction names (ecot.model.locator.instruction_object), tracked
+        from the session's previous step for the same instruction when ``track_object`` is on; remembers it."""
+        from ecot.model.locator import box_centres, instruction_object
+
+        words = self.model.locator.spec.words
+        mains = []
+        for b, (instruction, session) in enumerate(zip(instructions, sessions)):
+            tracked = session._tracked if self.config.track_object else None
+            previous = tracked[1] if tracked is not None and tracked[0] == instruction else None
+            main = instruction_object(findings.word_probs[b], findings.scores[b], words, instruction,
+                                      boxes=findings.boxes[b], previous=previous)
+            if main is not None:
+                session._tracked = (instruction, box_centres(findings.boxes[b, main]).tolist())
+            mains.append(main)
+        return mains
 
     def _request(self, pixel_values: torch.Tensor, instruction: str, first_field: int | None, prefix: str,
                  edits: dict[str, str], stop_before: int | None = None, on_text: Callable | None = None) -> DecodeRequest:

@@ -173,7 +173,10 @@ def test_the_policy_runtime_acts_with_a_locator(whole_tokenizer):
     policy = ECoTPolicy(model, mode="full")
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8) for _ in range(2)]
-    singles = [policy.step(img, "push the red block to the left") for img in images]
+    singles = []
+    for img in images:  # each image its own episode: a session tracks its instruction's object across steps
+        policy.reset()
+        singles.append(policy.step(img, "push the red block to the left"))
     for out in singles:
         assert out.action.shape == (7,) and np.isfinite(out.action).all()
         assert out.reasoning.problems == []
@@ -451,3 +454,50 @@ def test_the_instructions_object_may_be_a_weak_peak_when_the_strong_ones_do_not_
     head = MoveHead(MoveHeadSpec(moves=["move left", "move right"], words=["left"], object_words=words, frame_size=100))
     x = head.features(f.boxes, f.scores, f.word_probs, f.gripper, ["push the red block to the left"])
     assert x[0, :2].tolist() == pytest.approx([-0.6, -0.4])  # the red block's centre (20, 30) in [-1, 1]
+
+
+def test_the_instruction_object_is_tracked_from_the_previous_step():
+    from ecot.model.locator import TRACK_SIGMA, instruction_object
+
+    words = ["block", "red"]
+    boxes = torch.tensor([[10.0, 10, 20, 20], [60, 60, 70, 70]])
+    scores = torch.tensor([0.9, 0.9])
+    probs = torch.tensor([[0.9, 0.6], [0.9, 0.5]])  # both red blocks, the first a little surer
+    said = "push the red block to the left"
+    assert instruction_object(probs, scores, words, said) == 0
+    assert instruction_object(probs, scores, words, said, boxes=boxes, previous=[66.0, 64.0]) == 1  # near the second
+    assert instruction_object(probs, scores, words, said, boxes=boxes, previous=[15.0, 15.0]) == 0
+    # a few sigmas off the previous choice: words that fit far better win
+    sure = torch.tensor([[0.9, 0.001], [0.9, 0.9]])
+    assert instruction_object(sure, scores, words, said, boxes=boxes, previous=[65.0 - 3 * TRACK_SIGMA, 65.0]) == 1
+    # the tracked peak gone (below the candidate threshold): the other one
+    assert instruction_object(probs, torch.tensor([0.05, 0.9]), words, said, boxes=boxes, previous=[15.0, 15.0]) == 1
+    with pytest.raises(ValueError, match="boxes"):
+        instruction_object(probs, scores, words, said, previous=[15.0, 15.0])
+
+
+def test_a_policy_session_tracks_its_object_until_reset_or_a_new_instruction(whole_tokenizer):
+    from ecot.model.locator import Findings
+    from ecot.policy import ECoTPolicy
+
+    model = _locator_model(whole_tokenizer, seed=1)
+    said = "push the red block to the left"
+
+    def found(first_red: float, second_red: float) -> Findings:
+        return Findings(boxes=torch.tensor([[[10.0, 10, 20, 20], [60, 60, 70, 70]]]), scores=torch.tensor([[0.9, 0.9]]),
+                        word_probs=torch.tensor([[[0.9, 0.0, 0.0, first_red], [0.9, 0.0, 0.0, second_red]]]),
+                        gripper=torch.tensor([[50.0, 50.0]]))
+
+    assert model.locator.spec.words == ["bar", "block", "blue", "red"]
+    policy = ECoTPolicy(model, mode="full")
+    session = policy.new_session()
+    assert policy._instruction_objects(found(0.2, 0.8), [said], [session]) == [1]
+    # the words now fit the first object a little better: the session keeps the second
+    assert policy._instruction_objects(found(0.6, 0.5), [said], [session]) == [1]
+    assert policy._instruction_objects(found(0.6, 0.5), ["push the red block to the right"], [session]) == [0]
+    session.reset()
+    assert policy._instruction_objects(found(0.6, 0.5), [said], [session]) == [0]
+    untracked = ECoTPolicy(model, mode="full", track_object=False)
+    fresh = untracked.new_session()
+    assert untracked._instruction_objects(found(0.2, 0.8), [said], [fresh]) == [1]
+    assert untracked._instruction_objects(found(0.6, 0.5), [said], [fresh]) == [0]
